@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:
+#   make run    the main job on an embedded default (no credentials needed)
+#   make test   the whole test suite (what CI runs through .ci/run)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := config/sample.yaml
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/im-prober ledger import -c $(SAMPLE) config/sample-minutes.csv.gz
+	$(BIN)/im-prober report -c $(SAMPLE) --target demo --month 2026-10
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check prober tests bench
+	$(BIN)/ruff format --check prober tests bench
+
+test: $(BIN)/.installed lint
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/ledger_bench.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -1,0 +1,26 @@
+"""The record of one attempt, shared by adapters (who make it), the ledger and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sla import Outcome
+
+DETAIL_LIMIT = 200  # characters of free text kept per attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    target: str
+    probe: str
+    started_at: float  # wall clock, seconds since the epoch (UTC): decides the minute
+    duration: float  # monotonic clock, seconds
+    outcome: Outcome
+    error_kind: str = ""  # small fixed vocabulary per adapter, usable as a label
+    error_code: int | None = None  # the provider's own error code, when it gave one
+    http_status: int | None = None
+    detail: str = ""  # short, already redacted
+
+    @property
+    def minute(self) -> int:
+        return int(self.started_at // 60)

@@ -1,0 +1,444 @@
+"""The configuration: strict models, YAML with line numbers, secret references.
+
+Every model forbids unknown keys; every error names the file, the dotted field path and the
+line. Secrets come only from `{env: NAME}` or `{file: PATH}` references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from . import sla
+from .durations import format_duration, parse_duration
+from .errors import UserError
+from .secrets import Secret, resolve_references
+from .yamlsource import YamlDocument, YamlError, load_yaml
+
+KINDS = ("tencent_im", "matrix", "xmpp", "http", "external")
+PROBE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+TARGET_NAME = r"^[a-z0-9_-]{1,64}$"
+# Attempts must outlive a claim: a service month (<= 31 days) plus the 60-day claim window.
+MIN_ATTEMPTS_RETENTION_DAYS = 92
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+def _check_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    raise ValueError("secrets are never written inline: use {env: NAME} or {file: PATH}")
+
+
+SecretRef = Annotated[
+    Secret,
+    PlainValidator(_check_secret),
+    PlainSerializer(lambda s: str(s), return_type=str),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"env": {"type": "string"}},
+                    "required": ["env"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"file": {"type": "string"}},
+                    "required": ["file"],
+                    "additionalProperties": False,
+                },
+            ],
+            "description": "a secret reference: {env: NAME} or {file: PATH}",
+        }
+    ),
+]
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": ["string", "number"], "examples": ["500ms", "10s", "5m"]}),
+]
+
+
+def _exact_decimal(value: Any) -> Decimal:
+    # YAML reads 0.99 as a float; its shortest repr is the decimal the operator wrote.
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        result = Decimal(str(value).strip())
+    except ArithmeticError:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+    if not result.is_finite():
+        raise ValueError("expected a finite number")
+    return result
+
+
+ExactDecimal = Annotated[
+    Decimal,
+    PlainValidator(_exact_decimal),
+    PlainSerializer(lambda d: str(d), return_type=str),
+    WithJsonSchema({"type": ["string", "number"]}),
+]
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an IANA timezone name such as Asia/Shanghai")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (expected e.g. Asia/Shanghai)") from None
+    return value
+
+
+TimezoneName = Annotated[str, PlainValidator(_timezone), WithJsonSchema({"type": "string"})]
+
+
+class LedgerConfig(Strict):
+    path: Path = Field(Path("./data/ledger.sqlite3"), description="SQLite file of the ledger")
+    attempts_retention_days: int = Field(
+        120, description="how long attempt records are kept; minute rows are kept for good"
+    )
+
+    @field_validator("attempts_retention_days")
+    @classmethod
+    def _outlives_claims(cls, value: int) -> int:
+        if value < MIN_ATTEMPTS_RETENTION_DAYS:
+            raise ValueError(
+                f"must be at least {MIN_ATTEMPTS_RETENTION_DAYS} days: attempts are the evidence "
+                "of a claim, which may be filed until 60 days after a service month ends"
+            )
+        return value
+
+
+class ProbeConfig(Strict):
+    attempts_per_minute: int = Field(1, ge=1, le=60)
+    timeout: Duration = Field(10.0, description="per attempt; shorter than the spacing")
+
+    @model_validator(mode="after")
+    def _timeout_within_spacing(self) -> ProbeConfig:
+        spacing = 60.0 / self.attempts_per_minute
+        if self.timeout >= spacing:
+            raise ValueError(
+                f"timeout {format_duration(self.timeout)} must be shorter than the spacing "
+                f"between attempts ({format_duration(spacing)} at "
+                f"{self.attempts_per_minute} a minute)"
+            )
+        return self
+
+    @property
+    def spacing(self) -> float:
+        return 60.0 / self.attempts_per_minute
+
+
+class CreditTierConfig(Strict):
+    below: ExactDecimal
+    credit: ExactDecimal
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CreditTierConfig:
+        if not Decimal(0) < self.below <= Decimal(1):
+            raise ValueError("below must be in (0, 1]")
+        if not Decimal(0) <= self.credit <= Decimal(1):
+            raise ValueError("credit must be in [0, 1] (a share of the monthly fee)")
+        return self
+
+
+DEFAULT_CREDIT_TIERS = (
+    CreditTierConfig(below=Decimal("0.99"), credit=Decimal("0.10")),
+    CreditTierConfig(below=Decimal("0.95"), credit=Decimal("0.20")),
+    CreditTierConfig(below=Decimal("0.90"), credit=Decimal("0.30")),
+)
+
+
+class SLAConfig(Strict):
+    service_month_anchor: date = Field(description="purchase date: service months start on its day")
+    timezone: TimezoneName = "UTC"
+    objective: ExactDecimal = Decimal("0.99")
+    credit_tiers: tuple[CreditTierConfig, ...] = DEFAULT_CREDIT_TIERS
+    monthly_fee: ExactDecimal | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    holidays: str = Field("CN", description="country whose business days open the claim window")
+    policy: sla.Policy = sla.Policy.SLA
+
+    @field_validator("holidays")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if value not in sla.claims.supported_countries():
+            raise ValueError(f"{value!r} is not a country the holidays library knows (e.g. CN)")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SLAConfig:
+        if not Decimal(0) < self.objective <= Decimal(1):
+            raise ValueError("objective must be in (0, 1], e.g. 0.99")
+        if self.monthly_fee is not None and self.monthly_fee < 0:
+            raise ValueError("monthly_fee cannot be negative")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def objective_exact(self) -> Fraction:
+        return Fraction(self.objective)
+
+    @property
+    def tiers(self) -> tuple[sla.CreditTier, ...]:
+        return tuple(
+            sla.CreditTier(Fraction(t.below), Fraction(t.credit)) for t in self.credit_tiers
+        )
+
+    def calendar(self) -> sla.ServiceCalendar:
+        return sla.ServiceCalendar(self.service_month_anchor, self.zone)
+
+
+class OneOffMaintenance(Strict):
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OneOffMaintenance:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class RecurringMaintenance(Strict):
+    every: Literal["day"] | list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    at: time = Field(description="local time in the SLA timezone, HH:MM")
+    duration: Duration
+    reason: str = ""
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _hhmm(cls, value: Any) -> Any:
+        if isinstance(value, int):  # YAML 1.1 reads 02:00 as a sexagesimal integer
+            return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _under_a_week(cls, value: float) -> float:
+        if value > 7 * 86400:
+            raise ValueError("a recurring window lasts at most 7 days")
+        return value
+
+
+def _maintenance_kind(value: Any) -> str:
+    return "recurring" if isinstance(value, dict) and "every" in value else "once"
+
+
+Maintenance = Annotated[
+    Annotated[OneOffMaintenance, Tag("once")] | Annotated[RecurringMaintenance, Tag("recurring")],
+    Discriminator(_maintenance_kind),
+]
+
+
+class TargetConfig(Strict):
+    name: Annotated[str, Field(pattern=TARGET_NAME)]
+    kind: Literal["tencent_im", "matrix", "xmpp", "http", "external"]
+    # Kind sections: each kind's adapter defines and checks its own.
+    tencent_im: dict[str, Any] | None = None
+    matrix: dict[str, Any] | None = None
+    xmpp: dict[str, Any] | None = None
+    http: dict[str, Any] | None = None
+    external: dict[str, Any] | None = None
+    probes: dict[Annotated[str, Field(pattern=PROBE_NAME)], ProbeConfig] = Field(min_length=1)
+    sla: SLAConfig
+    maintenance: list[Maintenance] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_section(self) -> TargetConfig:
+        others = [k for k in KINDS if k != self.kind and getattr(self, k) is not None]
+        if others:
+            raise ValueError(
+                f"kind is {self.kind}, so section(s) {', '.join(others)} do not belong"
+            )
+        return self
+
+    @property
+    def section(self) -> dict[str, Any]:
+        return getattr(self, self.kind) or {}
+
+    @property
+    def largest_timeout(self) -> float:
+        return max(p.timeout for p in self.probes.values())
+
+    @cached_property
+    def windows(self) -> tuple[sla.Window, ...]:
+        zone = self.sla.zone
+        out: list[sla.Window] = []
+        for window in self.maintenance:
+            if isinstance(window, OneOffMaintenance):
+                out.append(sla.OneOffWindow(window.start, window.end, window.reason))
+            else:
+                days = (
+                    range(7) if window.every == "day" else [WEEKDAYS.index(d) for d in window.every]
+                )
+                out.append(
+                    sla.RecurringWindow(
+                        frozenset(days),
+                        window.at,
+                        timedelta(seconds=window.duration),
+                        zone,
+                        window.reason,
+                    )
+                )
+        return tuple(out)
+
+
+class Config(Strict):
+    ledger: LedgerConfig = LedgerConfig()
+    targets: list[TargetConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for target in self.targets:
+            if target.name in seen:
+                raise ValueError(f"target name {target.name!r} is used twice")
+            seen.add(target.name)
+        return self
+
+    def target(self, name: str) -> TargetConfig:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(t.name for t in self.targets)
+        raise UserError(f"no target named {name!r} in the config (targets: {known})")
+
+
+class ConfigError(UserError):
+    """One or more problems in a config file, each with file, line and field."""
+
+    def __init__(self, file: Path, problems: list[tuple[int | None, str, str]]) -> None:
+        self.file = file
+        self.problems = problems
+        lines = []
+        for line, field_path, message in problems:
+            where = f"{file}:{line}" if line else str(file)
+            lines.append(
+                f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}"
+            )
+        super().__init__("\n".join(lines))
+
+
+def dotted(location: tuple[Any, ...]) -> str:
+    out = ""
+    for element in location:
+        if isinstance(element, int):
+            out += f"[{element}]"
+        elif element in ("once", "recurring") or str(element).startswith("function-"):
+            continue  # union tags are not fields
+        else:
+            out += f".{element}" if out else str(element)
+    return out
+
+
+def _message(error: dict[str, Any]) -> str:
+    # Built from the message only: pydantic's input echo could carry a secret.
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return re.sub(r"^(Value|Assertion) error, ", "", message)
+
+
+class ConfigFile:
+    """A loaded, validated config and where it came from."""
+
+    def __init__(self, path: Path, config: Config, text: str) -> None:
+        self.path = path
+        self.config = config
+        self.text = text
+
+    @property
+    def ledger_path(self) -> Path:
+        """Relative ledger paths are taken from the config file's folder, like secret files."""
+        configured = self.config.ledger.path
+        return configured if configured.is_absolute() else self.path.parent / configured
+
+    def redacted(self) -> dict[str, Any]:
+        return self.config.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the resolved config with secrets shown as their references."""
+        canonical = json.dumps(self.redacted(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_config(text: str, path: Path) -> ConfigFile:
+    try:
+        document: YamlDocument = load_yaml(text)
+    except YamlError as exc:
+        raise ConfigError(path, [(exc.line, "", str(exc))]) from None
+    if not isinstance(document.data, dict):
+        raise ConfigError(path, [(1, "", "the config must be a YAML mapping with `targets:`")])
+    data, secret_problems = resolve_references(document.data, path.parent)
+    problems = [(document.line_of(loc), dotted(loc), msg) for loc, msg in secret_problems]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.append((document.line_of(loc), dotted(loc), _message(error)))
+        problems.sort(key=lambda p: (p[0] or 0, p[1]))
+        raise ConfigError(path, problems) from None
+    if problems:
+        raise ConfigError(path, problems)
+    return ConfigFile(path, config, text)
+
+
+def load_config(path: str | Path) -> ConfigFile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the config: {exc}") from None
+    return parse_config(text, path)
+
+
+def json_schema() -> dict[str, Any]:
+    return Config.model_json_schema(mode="validation")

@@ -1,0 +1,539 @@
+"""The ledger: one SQLite file (WAL) holding minutes, attempts and running totals.
+
+Tables:
+- `series`: one row per (target, probe); probe '' is the target-level verdict.
+- `minutes`: one row per series and closed minute (epoch minute, UTC), written once.
+- `attempts`: the evidence behind the minutes, pruned after the retention period.
+- `verdict_totals` / `attempt_totals`: running counts kept in the same transactions, so
+  metrics and start-up read a few rows instead of scanning millions.
+States, reasons and outcomes are stored as small integers (see `sla.types`); the
+`minute_rows` view shows them by name for anyone reading the file with `sqlite3`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .attempts import Attempt
+from .errors import LedgerError, UserError
+from .sla import Outcome, OutcomeCounts, Reason, State, Verdict
+from .sla.types import (
+    OUTCOME_CODES,
+    OUTCOMES_BY_CODE,
+    REASON_CODES,
+    REASONS_BY_CODE,
+    STATE_CODES,
+    STATES_BY_CODE,
+)
+
+APPLICATION_ID = 0x494D5052  # "IMPR": marks the file as an im-prober ledger
+SCHEMA_VERSION = 1
+TARGET_LEVEL = ""  # the probe name of target-level rows
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    probe TEXT NOT NULL DEFAULT '',
+    UNIQUE (target, probe)
+);
+CREATE TABLE minutes (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    minute INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    reason INTEGER NOT NULL DEFAULT 0,
+    success INTEGER NOT NULL DEFAULT 0,
+    failure INTEGER NOT NULL DEFAULT 0,
+    client_error INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    prober_fault INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (series_id, minute)
+) WITHOUT ROWID;
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    minute INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    duration REAL NOT NULL,
+    outcome INTEGER NOT NULL,
+    error_kind TEXT NOT NULL DEFAULT '',
+    error_code INTEGER,
+    http_status INTEGER,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX attempts_by_minute ON attempts (series_id, minute);
+CREATE INDEX attempts_by_start ON attempts (started_at);
+CREATE TABLE verdict_totals (
+    series_id INTEGER NOT NULL, state INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (series_id, state)
+) WITHOUT ROWID;
+CREATE TABLE attempt_totals (
+    series_id INTEGER NOT NULL, outcome INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (series_id, outcome)
+) WITHOUT ROWID;
+CREATE VIEW minute_rows AS
+SELECT s.target, s.probe,
+       strftime('%Y-%m-%dT%H:%M:%SZ', m.minute * 60, 'unixepoch') AS minute,
+       CASE m.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
+                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
+       CASE m.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
+                     WHEN 3 THEN 'excluded_only' ELSE '' END AS reason,
+       m.success, m.failure, m.client_error, m.throttled, m.prober_fault
+FROM minutes m JOIN series s ON s.id = m.series_id;
+"""
+
+# Index i upgrades a ledger from schema version i to i + 1.
+_MIGRATIONS: list[str] = [_SCHEMA_V1]
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteRow:
+    """One minute verdict as exported and imported."""
+
+    target: str
+    probe: str
+    minute: int
+    state: State
+    reason: Reason = Reason.NONE
+    counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(slots=True)
+class ClosedMinute:
+    """Everything decided about one target's minute, written in one transaction."""
+
+    target: str
+    minute: int
+    verdict: Verdict
+    counts: OutcomeCounts
+    probes: dict[str, tuple[Verdict, OutcomeCounts]] = field(default_factory=dict)
+    attempts: Sequence[Attempt] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    added: int
+    unchanged: int
+
+
+class ImportConflict(UserError):
+    pass
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(16)
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot open the ledger: {exc.strerror or exc}") from None
+    if header and header != b"SQLite format 3\x00":
+        raise LedgerError(f"{path}: not an im-prober ledger (not an SQLite file)")
+
+
+class Ledger:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise LedgerError(f"{self.path}: no ledger here (has the daemon run yet?)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_readable(self.path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: cannot use the ledger: {exc}") from None
+        self._series: dict[tuple[str, str], int] = {
+            (t, p): i for i, t, p in self._db.execute("SELECT id, target, probe FROM series")
+        }
+
+    # -- opening and migrations ---------------------------------------------------------
+
+    def _open(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        if app_id != APPLICATION_ID and (app_id != 0 or has_tables):
+            raise LedgerError(f"{self.path}: not an im-prober ledger (another application's file)")
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path}: written by a newer im-prober (ledger schema {version}); this "
+                f"version reads schema {SCHEMA_VERSION} or older. Upgrade im-prober."
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed minute survives power loss too; one fsync per closing batch.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        from . import __version__
+
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(_MIGRATIONS[step]):
+                    db.execute(statement)
+            if version == 0:
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(
+                    "INSERT INTO meta VALUES ('created_by', ?)", (f"im-prober {__version__}",)
+                )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- series -------------------------------------------------------------------------
+
+    def _series_id(self, target: str, probe: str = TARGET_LEVEL) -> int:
+        key = (target, probe)
+        found = self._series.get(key)
+        if found is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO series (target, probe) VALUES (?, ?)", (target, probe)
+            )
+            found = self._db.execute(
+                "SELECT id FROM series WHERE target = ? AND probe = ?", (target, probe)
+            ).fetchone()[0]
+            self._series[key] = found
+        return found
+
+    def _existing_series(self, target: str, probe: str = TARGET_LEVEL) -> int | None:
+        return self._series.get((target, probe))
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def write_minutes(self, closed: Iterable[ClosedMinute]) -> int:
+        """Write closed minutes with their attempts, all in one transaction. A minute that is
+        already in the ledger is left as it is (a minute is written once). Returns how many
+        target minutes were written."""
+        written = 0
+        with self._transaction() as tx:
+            for item in closed:
+                sid = self._series_id(item.target)
+                if not tx.insert_minute(sid, item.minute, item.verdict, item.counts):
+                    continue
+                written += 1
+                for probe, (verdict, counts) in item.probes.items():
+                    tx.insert_minute(
+                        self._series_id(item.target, probe), item.minute, verdict, counts
+                    )
+                for attempt in item.attempts:
+                    tx.insert_attempt(self._series_id(item.target, attempt.probe), attempt)
+        return written
+
+    def record_gap(
+        self,
+        target: str,
+        probes: Iterable[str],
+        start: int,
+        end: int,
+        verdict_of: Callable[[int], Verdict] | None = None,
+    ) -> int:
+        """Mark minutes [start, end) that have no row as `no_data`/`prober_down` (or what
+        `verdict_of` says, e.g. maintenance), for the target and each probe. Returns how many
+        target minutes were recorded."""
+        if end <= start:
+            return 0
+        down = Verdict(State.NO_DATA, Reason.PROBER_DOWN)
+        decide = verdict_of or (lambda _minute: down)
+        recorded = 0
+        with self._transaction() as tx:
+            for probe in (TARGET_LEVEL, *probes):
+                sid = self._series_id(target, probe)
+                added = tx.insert_many(sid, ((m, decide(m)) for m in range(start, end)))
+                if probe == TARGET_LEVEL:
+                    recorded = added
+        return recorded
+
+    def import_rows(self, rows: Iterable[tuple[int, MinuteRow]]) -> ImportResult:
+        """Add minute rows (numbered by their source line). Identical rows already present are
+        skipped; a conflicting row aborts the whole import and changes nothing."""
+        added = unchanged = 0
+        batch: dict[tuple[str, str, int], tuple[int, MinuteRow]] = {}
+        for line, row in rows:
+            key = (row.target, row.probe, row.minute)
+            earlier = batch.get(key)
+            if earlier is not None:
+                if (earlier[1].state, earlier[1].reason) != (row.state, row.reason):
+                    raise ImportConflict(
+                        f"line {line}: {row.target}/{row.probe or '-'} at "
+                        f"{_iso(row.minute)} contradicts line {earlier[0]}"
+                    )
+                continue
+            batch[key] = (line, row)
+        with self._transaction() as tx:
+            for line, row in batch.values():
+                sid = self._series_id(row.target, row.probe)
+                existing = self._db.execute(
+                    "SELECT state, reason FROM minutes WHERE series_id = ? AND minute = ?",
+                    (sid, row.minute),
+                ).fetchone()
+                if existing is None:
+                    tx.insert_minute(sid, row.minute, Verdict(row.state, row.reason), row.counts)
+                    added += 1
+                elif (STATES_BY_CODE[existing[0]], REASONS_BY_CODE[existing[1]]) == (
+                    row.state,
+                    row.reason,
+                ):
+                    unchanged += 1
+                else:
+                    state, reason = STATES_BY_CODE[existing[0]], REASONS_BY_CODE[existing[1]]
+                    raise ImportConflict(
+                        f"line {line}: {row.target}/{row.probe or '-'} at {_iso(row.minute)} "
+                        f"is {row.state}{'/' + row.reason if row.reason else ''} in the file "
+                        f"but {state}{'/' + reason if reason else ''} in the ledger; nothing "
+                        "was imported"
+                    )
+        return ImportResult(added, unchanged)
+
+    def prune_attempts(self, before: float) -> int:
+        """Delete attempts that started before `before` (epoch seconds). Minutes stay."""
+        with self._transaction():
+            cursor = self._db.execute("DELETE FROM attempts WHERE started_at < ?", (before,))
+            return cursor.rowcount
+
+    # -- reads --------------------------------------------------------------------------
+
+    def last_closed_minute(self, target: str) -> int | None:
+        sid = self._existing_series(target)
+        if sid is None:
+            return None
+        with self._lock:
+            return self._db.execute(
+                "SELECT max(minute) FROM minutes WHERE series_id = ?", (sid,)
+            ).fetchone()[0]
+
+    def verdict_totals(self) -> dict[tuple[str, str], dict[State, int]]:
+        """Running totals of minute verdicts per (target, probe); probe '' = target level."""
+        out: dict[tuple[str, str], dict[State, int]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.target, s.probe, v.state, v.count FROM verdict_totals v "
+                "JOIN series s ON s.id = v.series_id"
+            ).fetchall()
+        for target, probe, state, count in rows:
+            out.setdefault((target, probe), {})[STATES_BY_CODE[state]] = count
+        return out
+
+    def attempt_totals(self) -> dict[tuple[str, str], dict[Outcome, int]]:
+        out: dict[tuple[str, str], dict[Outcome, int]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.target, s.probe, a.outcome, a.count FROM attempt_totals a "
+                "JOIN series s ON s.id = a.series_id"
+            ).fetchall()
+        for target, probe, outcome, count in rows:
+            out.setdefault((target, probe), {})[OUTCOMES_BY_CODE[outcome]] = count
+        return out
+
+    def state_counts(
+        self, target: str, start: int, end: int, probe: str = TARGET_LEVEL
+    ) -> dict[State, int]:
+        """How many minutes in [start, end) have each state."""
+        counts = dict.fromkeys(State, 0)
+        sid = self._existing_series(target, probe)
+        if sid is None:
+            return counts
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, count(*) FROM minutes WHERE series_id = ? AND minute >= ? "
+                "AND minute < ? GROUP BY state",
+                (sid, start, end),
+            ).fetchall()
+        for state, count in rows:
+            counts[STATES_BY_CODE[state]] = count
+        return counts
+
+    def minutes_in_state(
+        self, target: str, state: State, start: int, end: int, probe: str = TARGET_LEVEL
+    ) -> list[int]:
+        sid = self._existing_series(target, probe)
+        if sid is None:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT minute FROM minutes WHERE series_id = ? AND minute >= ? AND minute < ? "
+                "AND state = ? ORDER BY minute",
+                (sid, start, end, STATE_CODES[state]),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def minute_rows(
+        self, target: str | None = None, since: int | None = None, until: int | None = None
+    ) -> Iterator[MinuteRow]:
+        """Minute rows in (target, probe, minute) order, [since, until) when given."""
+        sql = (
+            "SELECT s.target, s.probe, m.minute, m.state, m.reason, m.success, m.failure, "
+            "m.client_error, m.throttled, m.prober_fault FROM minutes m "
+            "JOIN series s ON s.id = m.series_id WHERE 1=1"
+        )
+        params: list[object] = []
+        if target is not None:
+            sql += " AND s.target = ?"
+            params.append(target)
+        if since is not None:
+            sql += " AND m.minute >= ?"
+            params.append(since)
+        if until is not None:
+            sql += " AND m.minute < ?"
+            params.append(until)
+        sql += " ORDER BY s.target, s.probe, m.minute"
+        with self._lock:
+            cursor = self._db.execute(sql, params)
+            while chunk := cursor.fetchmany(5000):
+                for t, p, minute, state, reason, *counts in chunk:
+                    yield MinuteRow(
+                        t,
+                        p,
+                        minute,
+                        STATES_BY_CODE[state],
+                        REASONS_BY_CODE[reason],
+                        OutcomeCounts(*counts),
+                    )
+
+    def attempts_in(self, target: str, start: int, end: int) -> list[Attempt]:
+        """Attempts of a target (all probes) that started in minutes [start, end)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.target, s.probe, a.started_at, a.duration, a.outcome, a.error_kind, "
+                "a.error_code, a.http_status, a.detail FROM attempts a "
+                "JOIN series s ON s.id = a.series_id "
+                "WHERE s.target = ? AND a.minute >= ? AND a.minute < ? "
+                "ORDER BY a.started_at, a.id",
+                (target, start, end),
+            ).fetchall()
+        return [
+            Attempt(t, p, started, duration, OUTCOMES_BY_CODE[o], kind, code, status, detail)
+            for t, p, started, duration, o, kind, code, status, detail in rows
+        ]
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class _Transaction:
+    """One write transaction; keeps the running totals in step with the rows it adds."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._db = ledger._db
+        self._verdicts: Counter[tuple[int, int]] = Counter()
+        self._outcomes: Counter[tuple[int, int]] = Counter()
+
+    def __enter__(self) -> _Transaction:
+        self._ledger._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._ledger._lock.release()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._flush_totals()
+                self._db.execute("COMMIT")
+            else:
+                self._db.execute("ROLLBACK")
+                # Series ids created in the rolled-back transaction do not exist any more.
+                self._ledger._series = {
+                    (t, p): i
+                    for i, t, p in self._db.execute("SELECT id, target, probe FROM series")
+                }
+        finally:
+            self._ledger._lock.release()
+
+    def insert_minute(self, sid: int, minute: int, verdict: Verdict, counts: OutcomeCounts) -> bool:
+        cursor = self._db.execute(
+            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                sid,
+                minute,
+                STATE_CODES[verdict.state],
+                REASON_CODES[verdict.reason],
+                *counts.as_tuple(),
+            ),
+        )
+        if cursor.rowcount != 1:
+            return False
+        self._verdicts[(sid, STATE_CODES[verdict.state])] += 1
+        return True
+
+    def insert_many(self, sid: int, verdicts: Iterable[tuple[int, Verdict]]) -> int:
+        added = 0
+        for minute, verdict in verdicts:
+            added += self.insert_minute(sid, minute, verdict, OutcomeCounts())
+        return added
+
+    def insert_attempt(self, sid: int, attempt: Attempt) -> None:
+        self._db.execute(
+            "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
+            "error_code, http_status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sid,
+                attempt.minute,
+                attempt.started_at,
+                attempt.duration,
+                OUTCOME_CODES[attempt.outcome],
+                attempt.error_kind,
+                attempt.error_code,
+                attempt.http_status,
+                attempt.detail,
+            ),
+        )
+        self._outcomes[(sid, OUTCOME_CODES[attempt.outcome])] += 1
+
+    def _flush_totals(self) -> None:
+        for table, counter in (
+            ("verdict_totals", self._verdicts),
+            ("attempt_totals", self._outcomes),
+        ):
+            if counter:
+                self._db.executemany(
+                    f"INSERT INTO {table} VALUES (?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET count = count + excluded.count",
+                    [(sid, code, n) for (sid, code), n in counter.items()],
+                )
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";\n") if s.strip()]
+
+
+def _iso(minute: int) -> str:
+    from .sla import minute_start
+
+    return minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,238 @@
+"""The SLA report of one service month, computed from the ledger, and its renderings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from . import sla
+from .config import TargetConfig
+from .ledger import Ledger
+from .sla import Figures, Incident, ServiceMonth, State
+
+LOW_COVERAGE = Fraction(99, 100)
+
+
+@dataclass(frozen=True)
+class Report:
+    target: str
+    month: ServiceMonth
+    figures: Figures
+    complete: bool  # the month has ended
+    objective: Fraction
+    credit_ratio: Fraction
+    credit_amount: Decimal | None
+    currency: str | None
+    claim: sla.ClaimWindow
+    incidents: list[Incident]
+    timezone: str
+
+    @property
+    def objective_met(self) -> bool:
+        availability = self.figures.sla_availability
+        return availability is None or availability >= self.objective
+
+    @property
+    def low_coverage(self) -> bool:
+        coverage = self.figures.coverage
+        return coverage is not None and coverage < LOW_COVERAGE
+
+
+def build_report(
+    ledger: Ledger, target: TargetConfig, month: ServiceMonth, now: datetime
+) -> Report:
+    total = month.elapsed_minutes(now)
+    end = month.start_minute + total
+    counts = ledger.state_counts(target.name, month.start_minute, end)
+    figures = Figures(
+        total=total,
+        available=counts[State.AVAILABLE],
+        apparent_failure=counts[State.APPARENT_FAILURE],
+        maintenance=counts[State.MAINTENANCE],
+    )
+    failed = ledger.minutes_in_state(target.name, State.APPARENT_FAILURE, month.start_minute, end)
+    availability = figures.sla_availability
+    ratio = (
+        sla.credit_ratio(availability, target.sla.tiers)
+        if availability is not None
+        else Fraction(0)
+    )
+    fee = target.sla.monthly_fee
+    return Report(
+        target=target.name,
+        month=month,
+        figures=figures,
+        complete=total == month.minutes,
+        objective=target.sla.objective_exact,
+        credit_ratio=ratio,
+        credit_amount=sla.credit_amount(fee, ratio) if fee is not None else None,
+        currency=target.sla.currency,
+        claim=sla.claim_window(month.last_day, sla.working_days_of(target.sla.holidays)),
+        incidents=sla.find_incidents(failed),
+        timezone=target.sla.timezone,
+    )
+
+
+def _local(minute: int, report: Report) -> str:
+    return sla.minute_start(minute).astimezone(report.month.start.tzinfo).isoformat()
+
+
+def _float(value: Fraction | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _exact(value: Fraction | None) -> str | None:
+    return None if value is None else f"{value.numerator}/{value.denominator}"
+
+
+def _percent_number(ratio: Fraction) -> int | float:
+    percent = ratio * 100
+    return int(percent) if percent.denominator == 1 else float(percent)
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    f = report.figures
+    return {
+        "target": report.target,
+        "service_month": {
+            "start": report.month.start.isoformat(),
+            "end": report.month.end.isoformat(),
+        },
+        "complete": report.complete,
+        "minutes": {
+            "total": f.total,
+            "available": f.available,
+            "apparent_failure": f.apparent_failure,
+            "maintenance": f.maintenance,
+            "no_data": f.no_data,
+        },
+        "sla_availability": _float(f.sla_availability),
+        "sla_availability_exact": _exact(f.sla_availability),
+        "measured_availability": _float(f.measured_availability),
+        "coverage": _float(f.coverage),
+        "objective": float(report.objective),
+        "objective_met": report.objective_met,
+        "credit_percent": _percent_number(report.credit_ratio),
+        "credit_amount": None if report.credit_amount is None else str(report.credit_amount),
+        "currency": report.currency,
+        "claim_window": {
+            "opens": report.claim.opens.isoformat(),
+            "closes": report.claim.closes.isoformat(),
+        },
+        "incidents": [
+            {
+                "start": _local(i.start_minute, report),
+                "end": _local(i.end_minute, report),
+                "minutes": i.minutes,
+            }
+            for i in report.incidents
+        ],
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(as_dict(report), indent=2) + "\n"
+
+
+def _pct(value: Fraction | None, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    return f"{float(value * 100):.{digits}f}%"
+
+
+def render_text(report: Report, today: date | None = None) -> str:
+    f = report.figures
+    month = report.month
+    span = f"{month.start:%Y-%m-%d %H:%M} – {month.end:%Y-%m-%d %H:%M} {report.timezone}"
+    so_far = "" if report.complete else " so far"
+    availability = _pct(f.sla_availability)
+    if f.total == 0:
+        headline = "NO DATA: the service month has not started yet"
+    elif report.objective_met:
+        headline = (
+            f"MET{so_far}: SLA availability {availability} ≥ objective {_pct(report.objective, 2)}"
+        )
+    else:
+        credit = f"{_percent_number(report.credit_ratio)}% credit"
+        if report.credit_amount is not None:
+            credit += f" = {report.credit_amount} {report.currency or ''}".rstrip()
+        headline = (
+            f"MISSED{so_far}: SLA availability {availability} < objective "
+            f"{_pct(report.objective, 2)} → {credit}"
+        )
+    lines = [
+        f"im-prober SLA report — target {report.target}",
+        f"Service month {span}{'' if report.complete else ' (in progress)'}",
+        "",
+        headline,
+        "",
+        f"  minutes elapsed        {f.total:>8}",
+        f"  available              {f.available:>8}",
+        f"  apparent failure       {f.apparent_failure:>8}",
+        f"  maintenance            {f.maintenance:>8}",
+        f"  no data                {f.no_data:>8}",
+        "",
+        f"  SLA availability       {availability}   (1 - failed/elapsed"
+        f" = 1 - {f.apparent_failure}/{f.total})",
+        f"  measured availability  {_pct(f.measured_availability)}   (available / observed)",
+        f"  coverage               {_pct(f.coverage, 2)}   (observed / outside maintenance)",
+    ]
+    if report.low_coverage:
+        lines += [
+            "",
+            f"  WARNING: coverage is {_pct(f.coverage, 2)}, below 99%: {f.no_data} minutes were",
+            "  not observed. The SLA formula does not count them as failures; check the prober's",
+            "  uptime and network before relying on this month's figure.",
+        ]
+    lines += ["", f"Incidents ({len(report.incidents)}):"]
+    if not report.incidents:
+        lines.append("  none")
+    for incident in report.incidents:
+        start = sla.minute_start(incident.start_minute).astimezone(month.start.tzinfo)
+        end = sla.minute_start(incident.end_minute).astimezone(month.start.tzinfo)
+        lines.append(f"  {start:%Y-%m-%d %H:%M} – {end:%H:%M}  {incident.minutes:>5} min")
+    lines += [
+        "",
+        f"Credit claim window: {report.claim.opens} to {report.claim.closes} "
+        f"(through the provider's support tickets)",
+    ]
+    today = today or datetime.now(UTC).date()
+    if not report.objective_met and report.complete:
+        if today < report.claim.opens:
+            lines.append(f"  a claim can be filed from {report.claim.opens}")
+        elif today <= report.claim.closes:
+            lines.append(f"  the window is OPEN: file by {report.claim.closes}")
+        else:
+            lines.append("  the window has CLOSED")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    data = as_dict(report)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["key", "value"])
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                writer.writerow([f"{key}.{sub}", "" if item is None else item])
+        elif key == "incidents":
+            for n, incident in enumerate(value):
+                writer.writerow(
+                    [
+                        f"incident.{n}",
+                        f"{incident['start']}/{incident['end']}/{incident['minutes']}",
+                    ]
+                )
+        else:
+            writer.writerow([key, "" if value is None else value])
+    return out.getvalue()
+
+
+RENDERERS = {"text": render_text, "json": render_json, "csv": render_csv}

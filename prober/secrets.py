@@ -1,0 +1,131 @@
+"""Secret references (`{env: NAME}` / `{file: PATH}`) and redaction.
+
+Secrets are never written inline in a config: a reference names where the value lives and is
+resolved at load. A resolved `Secret` prints as its reference, never its value, and every value
+is remembered so that `redact()` can scrub it from any text that leaves the process (logs,
+attempt details, reports, exceptions).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+REDACTED = "<redacted>"
+_known: set[str] = set()
+_known_lock = threading.Lock()
+_pattern: re.Pattern[str] | None = None
+
+# Values too short to scrub safely (they would mangle ordinary text); refused at load.
+MIN_SECRET_LENGTH = 4
+
+
+class SecretReferenceError(ValueError):
+    pass
+
+
+class Secret:
+    """A resolved secret. Only `reveal()` gives the value; str() and repr() give the source."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+        remember(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<secret from {self.source}>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret is not to be pickled")
+
+
+def remember(value: str) -> None:
+    """Add a value to the set `redact()` scrubs (e.g. a derived token or UserSig)."""
+    global _pattern
+    if len(value) < MIN_SECRET_LENGTH:
+        return
+    with _known_lock:
+        if value in _known:
+            return
+        _known.add(value)
+        ordered = sorted(_known, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def redact(text: str) -> str:
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(REDACTED, text)
+
+
+def _resolve_one(ref: dict[str, Any], base_dir: Path) -> Secret:
+    ((kind, name),) = ref.items()
+    if not isinstance(name, str) or not name:
+        raise SecretReferenceError(f"a {{{kind}: ...}} secret reference needs a non-empty name")
+    if kind == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise SecretReferenceError(f"environment variable {name} is not set")
+        source = f"env:{name}"
+    else:
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SecretReferenceError(
+                f"secret file {name} cannot be read: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError:
+            raise SecretReferenceError(f"secret file {name} is not UTF-8 text") from None
+        source = f"file:{name}"
+    if len(value) < MIN_SECRET_LENGTH:
+        raise SecretReferenceError(
+            f"the secret from {source} is shorter than {MIN_SECRET_LENGTH} characters"
+        )
+    return Secret(value, source)
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file")
+
+
+def resolve_references(
+    data: Any, base_dir: Path, path: tuple[str | int, ...] = ()
+) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
+    """Replace every reference in a loaded YAML tree by a `Secret`.
+
+    Returns the new tree and the problems found, each with its location.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+
+    def walk(node: Any, where: tuple[str | int, ...]) -> Any:
+        if is_reference(node):
+            try:
+                return _resolve_one(node, base_dir)
+            except SecretReferenceError as exc:
+                problems.append((where, str(exc)))
+                return None
+        if isinstance(node, dict):
+            return {k: walk(v, (*where, k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, (*where, i)) for i, v in enumerate(node)]
+        return node
+
+    return walk(data, path), problems

@@ -1,0 +1,115 @@
+"""Service months anchored on the purchase date, in the contract's timezone (DESIGN.md §5).
+
+Month k starts at local midnight on the anchor's day of the k-th calendar month after the
+anchor; a day the month lacks (29-31) becomes that month's last day. Each month ends where the
+next one starts, so the months tile time with no gap or overlap, whatever the DST rules.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+def epoch_minute(instant: datetime) -> int:
+    """The UTC minute an aware instant falls in, as whole minutes since the epoch."""
+    return int(instant.timestamp() // 60)
+
+
+def minute_start(minute: int) -> datetime:
+    return datetime.fromtimestamp(minute * 60, tz=UTC)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of a local calendar day.
+
+    Where midnight does not exist (a DST gap at 00:00), zoneinfo's fold=0 reading lands on the
+    instant the day really begins; where it exists twice, fold=0 is the first, again the
+    beginning of the day.
+    """
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC).astimezone(tz)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMonth:
+    index: int  # 0 = the month that starts on the anchor date
+    start: datetime  # aware, in the contract's timezone
+    end: datetime  # exclusive
+
+    @property
+    def start_minute(self) -> int:
+        return epoch_minute(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return epoch_minute(self.end)
+
+    @property
+    def minutes(self) -> int:
+        return self.end_minute - self.start_minute
+
+    @property
+    def last_day(self) -> date:
+        """The last local calendar day of the month (the end is midnight of the next day)."""
+        return self.end.date() - timedelta(days=1)
+
+    def elapsed_minutes(self, now: datetime) -> int:
+        """Minutes of the month that have fully passed at `now` (all of them once it ended)."""
+        return max(0, min(epoch_minute(now), self.end_minute) - self.start_minute)
+
+    def contains_minute(self, minute: int) -> bool:
+        return self.start_minute <= minute < self.end_minute
+
+
+def _add_months(year: int, month: int, k: int) -> tuple[int, int]:
+    serial = year * 12 + (month - 1) + k
+    return serial // 12, serial % 12 + 1
+
+
+class ServiceCalendar:
+    """The service months of one contract."""
+
+    def __init__(self, anchor: date, tz: ZoneInfo | str) -> None:
+        self.anchor = anchor
+        self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+
+    def start_day(self, index: int) -> date:
+        year, month = _add_months(self.anchor.year, self.anchor.month, index)
+        last = calendar.monthrange(year, month)[1]
+        return date(year, month, min(self.anchor.day, last))
+
+    def month(self, index: int) -> ServiceMonth:
+        if index < 0:
+            raise ValueError("service months start at the anchor date")
+        return ServiceMonth(
+            index=index,
+            start=local_midnight(self.start_day(index), self.tz),
+            end=local_midnight(self.start_day(index + 1), self.tz),
+        )
+
+    def month_containing(self, instant: datetime) -> ServiceMonth | None:
+        """The service month an aware instant falls in; None before the anchor."""
+        if instant.tzinfo is None:
+            raise ValueError("instant must be timezone-aware")
+        local = instant.astimezone(self.tz)
+        index = (local.year - self.anchor.year) * 12 + (local.month - self.anchor.month)
+        # Compare as timestamps: aware datetimes sharing a tzinfo compare by wall clock.
+        moment = instant.timestamp()
+        for candidate in (index, index - 1, index + 1):
+            if candidate < 0:
+                continue
+            month = self.month(candidate)
+            if month.start.timestamp() <= moment < month.end.timestamp():
+                return month
+        return None
+
+    def month_starting_in(self, year: int, month: int) -> ServiceMonth:
+        """The service month that starts in a calendar month (each has exactly one)."""
+        index = (year - self.anchor.year) * 12 + (month - self.anchor.month)
+        if index < 0:
+            raise ValueError(
+                f"{year:04d}-{month:02d} is before the service month anchor {self.anchor}"
+            )
+        return self.month(index)

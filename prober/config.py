@@ -241,7 +241,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class RecurringMaintenance(Strict):
-    every: Literal["day"] | list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    every: str | list[str] = Field(description="day, or a list of weekdays: mon..sun")
     at: time = Field(description="local time in the SLA timezone, HH:MM")
     duration: Duration
     reason: str = ""
@@ -253,6 +253,14 @@ class RecurringMaintenance(Strict):
             return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
         return value
 
+    @field_validator("every")
+    @classmethod
+    def _days(cls, value: str | list[str]) -> str | list[str]:
+        days = [value] if isinstance(value, str) else value
+        if value == "day" or (days and all(d in WEEKDAYS for d in days) and isinstance(value, list)):
+            return value
+        raise ValueError("must be `day` or a list of weekdays from mon, tue, wed, thu, fri, sat, sun")
+
     @field_validator("duration")
     @classmethod
     def _under_a_week(cls, value: float) -> float:
@@ -262,6 +270,8 @@ class RecurringMaintenance(Strict):
 
 
 def _maintenance_kind(value: Any) -> str:
+    if isinstance(value, RecurringMaintenance):
+        return "recurring"
     return "recurring" if isinstance(value, dict) and "every" in value else "once"
 
 
@@ -383,6 +393,14 @@ def _message(error: dict[str, Any]) -> str:
     return re.sub(r"^(Value|Assertion) error, ", "", message)
 
 
+def _redacted_value(value: Any) -> Any:
+    # Kind sections are free-form until their adapter checks them; secrets in them print as
+    # their reference, like every SecretRef field.
+    if isinstance(value, Secret):
+        return str(value)
+    raise TypeError(f"cannot print a {type(value).__name__} in a config")
+
+
 class ConfigFile:
     """A loaded, validated config and where it came from."""
 
@@ -398,7 +416,7 @@ class ConfigFile:
         return configured if configured.is_absolute() else self.path.parent / configured
 
     def redacted(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json", exclude_none=True)
+        return self.config.model_dump(mode="json", exclude_none=True, fallback=_redacted_value)
 
     @property
     def digest(self) -> str:

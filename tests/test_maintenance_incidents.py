@@ -1,5 +1,6 @@
 """Maintenance windows (wholly covered minutes only) and incident runs."""
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -62,7 +63,7 @@ def test_incidents_partition_the_failed_minutes(failed: set[int]) -> None:
     runs = find_incidents(failed)
     covered = [m for r in runs for m in range(r.start_minute, r.end_minute)]
     assert sorted(covered) == sorted(failed)
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         assert b.start_minute > a.end_minute  # separated by at least one good minute
 
 

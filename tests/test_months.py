@@ -1,5 +1,6 @@
 """Service months: anchors, short months, DST, and tiling for any anchor and timezone."""
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -105,7 +106,7 @@ ZONES = [
 def test_service_months_tile_time(anchor: date, zone: str, months: int, offset: float) -> None:
     cal = ServiceCalendar(anchor, zone)
     series = [cal.month(k) for k in range(months + 1)]
-    for before, after in zip(series, series[1:], strict=False):
+    for before, after in itertools.pairwise(series):
         assert before.end == after.start  # no gap, no overlap
         assert before.end_minute == after.start_minute
         assert 28 * 1440 - 60 <= before.minutes <= 31 * 1440 + 60

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BASE_TARGET = """\
+  - name: demo
+    kind: http
+    http: {}
+    probes:
+      login: {attempts_per_minute: 1, timeout: 10s}
+      send_c2c: {attempts_per_minute: 4, timeout: 10s}
+    sla:
+      service_month_anchor: 2026-03-17
+      timezone: Asia/Shanghai
+      monthly_fee: "1200.00"
+      currency: USD
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config file into a fresh folder; returns its path."""
+
+    def write(text: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def demo_config(write_config) -> Path:
+    return write_config("ledger: {path: ledger.sqlite3}\ntargets:\n" + BASE_TARGET)

@@ -1,0 +1,226 @@
+"""The ledger: minutes written once with their attempts, totals in step, gaps, safe opening,
+crash safety, and imports that change nothing unless all is well."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prober.attempts import Attempt
+from prober.errors import LedgerError
+from prober.ledger import (
+    SCHEMA_VERSION,
+    ClosedMinute,
+    ImportConflict,
+    Ledger,
+    MinuteRow,
+)
+from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
+
+from .ledger_writer import closed_minute
+
+ROOT = Path(__file__).resolve().parents[1]
+M0 = 29_000_000  # an epoch minute in 2025
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dump(ledger_path: Path) -> list[tuple]:
+    db = sqlite3.connect(ledger_path)
+    rows = db.execute("SELECT * FROM minute_rows ORDER BY 1, 2, 3").fetchall()
+    rows += db.execute("SELECT * FROM verdict_totals ORDER BY 1, 2").fetchall()
+    db.close()
+    return rows
+
+
+def test_minutes_are_written_once_with_their_attempts(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    attempt = Attempt("a", "login", M0 * 60 + 1.5, 0.2, Outcome.FAILURE, "timeout", None, 504, "gw")
+    item = ClosedMinute(
+        "a", M0, Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1),
+        {"login": (Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1))}, [attempt],
+    )
+    assert ledger.write_minutes([item]) == 1
+    assert ledger.write_minutes([item]) == 0  # already there: nothing doubles
+    assert ledger.attempts_in("a", M0, M0 + 1) == [attempt]
+    assert ledger.verdict_totals() == {
+        ("a", ""): {State.APPARENT_FAILURE: 1},
+        ("a", "login"): {State.APPARENT_FAILURE: 1},
+    }
+    assert ledger.attempt_totals() == {("a", "login"): {Outcome.FAILURE: 1}}
+    assert ledger.last_closed_minute("a") == M0
+    assert ledger.last_closed_minute("unknown") is None
+    assert ledger.minutes_in_state("a", State.APPARENT_FAILURE, M0, M0 + 5) == [M0]
+
+
+def test_gap_minutes_become_prober_down_unless_in_maintenance(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.write_minutes([ClosedMinute("a", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
+
+    def verdict_of(minute: int) -> Verdict:
+        if minute == M0 + 2:
+            return Verdict(State.MAINTENANCE)
+        return Verdict(State.NO_DATA, Reason.PROBER_DOWN)
+
+    # the range overlaps the already written minute, which stays as it was
+    assert ledger.record_gap("a", ["login"], M0, M0 + 4, verdict_of) == 3
+    counts = ledger.state_counts("a", M0, M0 + 10)
+    assert counts[State.AVAILABLE] == 1
+    assert counts[State.MAINTENANCE] == 1
+    assert counts[State.NO_DATA] == 2
+    assert ledger.state_counts("a", M0, M0 + 10, probe="login")[State.NO_DATA] == 3
+    rows = list(ledger.minute_rows("a", since=M0 + 1, until=M0 + 2))
+    assert rows == [
+        MinuteRow("a", "", M0 + 1, State.NO_DATA, Reason.PROBER_DOWN),
+        MinuteRow("a", "login", M0 + 1, State.NO_DATA, Reason.PROBER_DOWN),
+    ]
+    assert ledger.record_gap("a", [], M0 + 5, M0 + 5) == 0
+
+
+def test_totals_match_the_rows_after_many_writes(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    rng = random.Random(7)
+    for m in range(M0, M0 + 300, 3):
+        ledger.write_minutes([closed_minute(t, m + i, rng) for t in ("x", "y") for i in range(3)])
+    ledger.close()
+    assert_totals_consistent(tmp_path / "l.sqlite3")
+
+
+def assert_totals_consistent(path: Path) -> None:
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    counted = dict(
+        ((sid, state), n)
+        for sid, state, n in db.execute(
+            "SELECT series_id, state, count(*) FROM minutes GROUP BY 1, 2"
+        )
+    )
+    totals = {(sid, state): n for sid, state, n in db.execute("SELECT * FROM verdict_totals")}
+    assert counted == totals
+    attempts = dict(
+        ((sid, o), n)
+        for sid, o, n in db.execute("SELECT series_id, outcome, count(*) FROM attempts GROUP BY 1, 2")
+    )
+    assert attempts == {(s, o): n for s, o, n in db.execute("SELECT * FROM attempt_totals")}
+    # every target minute has its probe minutes and exactly the attempts it counted
+    rows = db.execute(
+        "SELECT s.target, m.minute, m.success + m.failure + m.client_error + m.throttled "
+        "+ m.prober_fault FROM minutes m JOIN series s ON s.id = m.series_id WHERE s.probe = ''"
+    ).fetchall()
+    for target, minute, expected in rows:
+        (found,) = db.execute(
+            "SELECT count(*) FROM attempts a JOIN series s ON s.id = a.series_id "
+            "WHERE s.target = ? AND a.minute = ?", (target, minute)
+        ).fetchone()
+        assert found == expected, (target, minute)
+        (probe_rows,) = db.execute(
+            "SELECT count(*) FROM minutes m JOIN series s ON s.id = m.series_id "
+            "WHERE s.target = ? AND s.probe != '' AND m.minute = ?", (target, minute)
+        ).fetchone()
+        assert probe_rows == 2
+    db.close()
+
+
+def test_killed_writer_leaves_whole_minutes_only(tmp_path: Path) -> None:
+    path = tmp_path / "crash.sqlite3"
+    rng = random.Random(11)
+    last = []
+    for round_ in range(8):
+        start = M0 + round_ * 1_000_000
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.ledger_writer", str(path), str(start)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert_totals_consistent(path)
+        with Ledger(path) as ledger:
+            closed = ledger.last_closed_minute("t0")
+        assert closed is not None and closed >= start
+        last.append(closed)
+    assert len(set(last)) == len(last)
+
+
+def test_not_a_ledger_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a database\n" * 10)
+    before = file_digest(text)
+    with pytest.raises(LedgerError, match="not an im-prober ledger"):
+        Ledger(text)
+    assert file_digest(text) == before
+
+    other = tmp_path / "other.sqlite3"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE stuff (x)")
+    db.commit()
+    db.close()
+    before = file_digest(other)
+    with pytest.raises(LedgerError, match="another application's file"):
+        Ledger(other)
+    assert file_digest(other) == before
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    Ledger(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="newer im-prober"):
+        Ledger(path)
+
+
+def test_missing_ledger_for_reading(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no ledger here"):
+        Ledger(tmp_path / "absent.sqlite3", create=False)
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_import_is_idempotent_and_refuses_conflicts_whole(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    ledger = Ledger(path)
+    rows = [(i + 2, MinuteRow("a", "", M0 + i, State.AVAILABLE)) for i in range(10)]
+    assert ledger.import_rows(rows).added == 10
+    again = ledger.import_rows(rows)
+    assert (again.added, again.unchanged) == (0, 10)
+    before = dump(path)
+    conflicting = [
+        (2, MinuteRow("a", "", M0 + 20, State.AVAILABLE)),  # new, would be added
+        (3, MinuteRow("a", "", M0 + 4, State.APPARENT_FAILURE)),  # contradicts the ledger
+    ]
+    with pytest.raises(ImportConflict, match="line 3: .* apparent_failure in the file but available"):
+        ledger.import_rows(conflicting)
+    assert dump(path) == before
+    inner = [
+        (2, MinuteRow("a", "", M0 + 30, State.AVAILABLE)),
+        (9, MinuteRow("a", "", M0 + 30, State.NO_DATA, Reason.PROBER_DOWN)),
+    ]
+    with pytest.raises(ImportConflict, match="line 9: .* contradicts line 2"):
+        ledger.import_rows(inner)
+    assert dump(path) == before
+    # the series cache survived the rollback: later writes still work
+    ledger.write_minutes([ClosedMinute("b", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
+    assert ledger.last_closed_minute("b") == M0
+
+
+def test_prune_keeps_minutes(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    rng = random.Random(3)
+    ledger.write_minutes([closed_minute("a", M0 + i, rng) for i in range(20)])
+    minutes_before = ledger.state_counts("a", M0, M0 + 20)
+    ledger.prune_attempts(before=(M0 + 10) * 60)
+    assert all(a.minute >= M0 + 10 for a in ledger.attempts_in("a", M0, M0 + 20))
+    assert ledger.state_counts("a", M0, M0 + 20) == minutes_before

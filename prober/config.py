@@ -256,10 +256,9 @@ class RecurringMaintenance(Strict):
     @field_validator("every")
     @classmethod
     def _days(cls, value: str | list[str]) -> str | list[str]:
-        days = [value] if isinstance(value, str) else value
-        if value == "day" or (days and all(d in WEEKDAYS for d in days) and isinstance(value, list)):
+        if value == "day" or (isinstance(value, list) and value and set(value) <= set(WEEKDAYS)):
             return value
-        raise ValueError("must be `day` or a list of weekdays from mon, tue, wed, thu, fri, sat, sun")
+        raise ValueError(f"must be `day` or a list of weekdays from {', '.join(WEEKDAYS)}")
 
     @field_validator("duration")
     @classmethod

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -32,6 +32,7 @@ class Report:
     claim: sla.ClaimWindow
     incidents: list[Incident]
     timezone: str
+    as_of: datetime  # the instant the figures were computed for
 
     @property
     def objective_met(self) -> bool:
@@ -76,6 +77,7 @@ def build_report(
         claim=sla.claim_window(month.last_day, sla.working_days_of(target.sla.holidays)),
         incidents=sla.find_incidents(failed),
         timezone=target.sla.timezone,
+        as_of=now,
     )
 
 
@@ -146,7 +148,7 @@ def _pct(value: Fraction | None, digits: int = 4) -> str:
     return f"{float(value * 100):.{digits}f}%"
 
 
-def render_text(report: Report, today: date | None = None) -> str:
+def render_text(report: Report) -> str:
     f = report.figures
     month = report.month
     span = f"{month.start:%Y-%m-%d %H:%M} – {month.end:%Y-%m-%d %H:%M} {report.timezone}"
@@ -202,7 +204,7 @@ def render_text(report: Report, today: date | None = None) -> str:
         f"Credit claim window: {report.claim.opens} to {report.claim.closes} "
         f"(through the provider's support tickets)",
     ]
-    today = today or datetime.now(UTC).date()
+    today = report.as_of.astimezone(report.month.start.tzinfo).date()
     if not report.objective_met and report.complete:
         if today < report.claim.opens:
             lines.append(f"  a claim can be filed from {report.claim.opens}")

@@ -21,8 +21,17 @@ def closed_minute(target: str, minute: int, rng: random.Random) -> ClosedMinute:
         for i in range(rng.randint(0, 4)):
             outcome = rng.choice(list(Outcome))
             attempts.append(
-                Attempt(target, probe, minute * 60 + i * 15 + rng.random(), rng.random(), outcome,
-                        "timeout" if outcome is Outcome.FAILURE else "", None, None, "x" * 50)
+                Attempt(
+                    target,
+                    probe,
+                    minute * 60 + i * 15 + rng.random(),
+                    rng.random(),
+                    outcome,
+                    "timeout" if outcome is Outcome.FAILURE else "",
+                    None,
+                    None,
+                    "x" * 50,
+                )
             )
     per_probe = {p: OutcomeCounts.of([a.outcome for a in attempts if a.probe == p]) for p in PROBES}
     return ClosedMinute(

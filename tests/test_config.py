@@ -32,7 +32,11 @@ def test_example_and_sample_configs_are_valid(monkeypatch) -> None:
     example = load_config(ROOT / "config" / "example.yaml").config
     target = example.targets[0]
     assert target.sla.objective_exact == Fraction(99, 100)
-    assert [t.credit for t in target.sla.tiers] == [Fraction(1, 10), Fraction(1, 5), Fraction(3, 10)]
+    assert [t.credit for t in target.sla.tiers] == [
+        Fraction(1, 10),
+        Fraction(1, 5),
+        Fraction(3, 10),
+    ]
     assert len(target.windows) == 2
     assert load_config(ROOT / "config" / "sample.yaml").config.targets[0].name == "demo"
 
@@ -68,12 +72,16 @@ def test_several_errors_each_with_line_and_path(write_config) -> None:
         ":1: ledger.attempts_retention_days: must be at least 92 days: attempts are the evidence "
         "of a claim, which may be filed until 60 days after a service month ends"
     )
-    assert ":8: targets[0].probes.send_c2c: timeout 15s must be shorter than the spacing" in lines[1]
+    assert (
+        ":8: targets[0].probes.send_c2c: timeout 15s must be shorter than the spacing" in lines[1]
+    )
     assert ":11: targets[0].sla.timezone: unknown timezone 'Asia/Shangai'" in lines[2]
 
 
 def test_missing_key_points_at_the_enclosing_mapping(write_config) -> None:
-    path = write_config("targets:\n" + BASE_TARGET.replace("      service_month_anchor: 2026-03-17\n", ""))
+    path = write_config(
+        "targets:\n" + BASE_TARGET.replace("      service_month_anchor: 2026-03-17\n", "")
+    )
     assert errors_of(path) == (
         f"{path}:8: targets[0].sla.service_month_anchor: required key is missing"
     )
@@ -93,17 +101,23 @@ def test_names_sections_and_unique_targets(write_config) -> None:
     assert "targets[0].name: String should match pattern" in errors_of(bad_name)
     twice = write_config("targets:\n" + BASE_TARGET + BASE_TARGET)
     assert "target name 'demo' is used twice" in errors_of(twice)
-    wrong_section = write_config("targets:\n" + BASE_TARGET.replace("http: {}", "http: {}\n    matrix: {}"))
+    wrong_section = write_config(
+        "targets:\n" + BASE_TARGET.replace("http: {}", "http: {}\n    matrix: {}")
+    )
     assert "kind is http, so section(s) matrix do not belong" in errors_of(wrong_section)
 
 
 def test_maintenance_windows(write_config) -> None:
-    text = "targets:\n" + BASE_TARGET + (
-        "    maintenance:\n"
-        "      - {start: 2026-12-01T04:00:00+08:00, end: 2026-12-01T02:00:00+08:00}\n"
-        "      - {start: 2026-12-01T02:00:00, end: 2026-12-01T04:00:00+08:00}\n"
-        "      - {every: [sun, funday], at: '02:00', duration: 2h}\n"
-        "      - {every: day, at: 02:30, duration: 1h}\n"
+    text = (
+        "targets:\n"
+        + BASE_TARGET
+        + (
+            "    maintenance:\n"
+            "      - {start: 2026-12-01T04:00:00+08:00, end: 2026-12-01T02:00:00+08:00}\n"
+            "      - {start: 2026-12-01T02:00:00, end: 2026-12-01T04:00:00+08:00}\n"
+            "      - {every: [sun, funday], at: '02:00', duration: 2h}\n"
+            "      - {every: day, at: 02:30, duration: 1h}\n"
+        )
     )
     lines = errors_of(write_config(text)).splitlines()
     assert len(lines) == 3
@@ -140,13 +154,17 @@ def test_unresolvable_secret_is_a_clear_error(write_config) -> None:
         "http: {}", "http: {password: {env: NOT_SET_ANYWHERE}, key: {file: missing.key}}"
     )
     lines = errors_of(write_config(text)).splitlines()
-    assert lines[0].endswith(":4: targets[0].http.password: environment variable NOT_SET_ANYWHERE is not set")
+    assert lines[0].endswith(
+        ":4: targets[0].http.password: environment variable NOT_SET_ANYWHERE is not set"
+    )
     assert "targets[0].http.key: secret file missing.key cannot be read" in lines[1]
 
 
 def test_check_config_prints_redacted_and_exits_zero(write_config, monkeypatch, capsys) -> None:
     monkeypatch.setenv("CANARY_PASSWORD", "canary-env-a81c44")
-    path = write_config("targets:\n" + BASE_TARGET.replace("http: {}", "http: {password: {env: CANARY_PASSWORD}}"))
+    path = write_config(
+        "targets:\n" + BASE_TARGET.replace("http: {}", "http: {password: {env: CANARY_PASSWORD}}")
+    )
     assert main(["check-config", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "canary" not in out

@@ -47,8 +47,12 @@ def test_minutes_are_written_once_with_their_attempts(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
     attempt = Attempt("a", "login", M0 * 60 + 1.5, 0.2, Outcome.FAILURE, "timeout", None, 504, "gw")
     item = ClosedMinute(
-        "a", M0, Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1),
-        {"login": (Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1))}, [attempt],
+        "a",
+        M0,
+        Verdict(State.APPARENT_FAILURE),
+        OutcomeCounts(failure=1),
+        {"login": (Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1))},
+        [attempt],
     )
     assert ledger.write_minutes([item]) == 1
     assert ledger.write_minutes([item]) == 0  # already there: nothing doubles
@@ -109,7 +113,9 @@ def assert_totals_consistent(path: Path) -> None:
     assert counted == totals
     attempts = dict(
         ((sid, o), n)
-        for sid, o, n in db.execute("SELECT series_id, outcome, count(*) FROM attempts GROUP BY 1, 2")
+        for sid, o, n in db.execute(
+            "SELECT series_id, outcome, count(*) FROM attempts GROUP BY 1, 2"
+        )
     )
     assert attempts == {(s, o): n for s, o, n in db.execute("SELECT * FROM attempt_totals")}
     # every target minute has its probe minutes and exactly the attempts it counted
@@ -120,12 +126,14 @@ def assert_totals_consistent(path: Path) -> None:
     for target, minute, expected in rows:
         (found,) = db.execute(
             "SELECT count(*) FROM attempts a JOIN series s ON s.id = a.series_id "
-            "WHERE s.target = ? AND a.minute = ?", (target, minute)
+            "WHERE s.target = ? AND a.minute = ?",
+            (target, minute),
         ).fetchone()
         assert found == expected, (target, minute)
         (probe_rows,) = db.execute(
             "SELECT count(*) FROM minutes m JOIN series s ON s.id = m.series_id "
-            "WHERE s.target = ? AND s.probe != '' AND m.minute = ?", (target, minute)
+            "WHERE s.target = ? AND s.probe != '' AND m.minute = ?",
+            (target, minute),
         ).fetchone()
         assert probe_rows == 2
     db.close()
@@ -139,7 +147,9 @@ def test_killed_writer_leaves_whole_minutes_only(tmp_path: Path) -> None:
         start = M0 + round_ * 1_000_000
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.ledger_writer", str(path), str(start)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.4))
@@ -201,14 +211,16 @@ def test_import_is_idempotent_and_refuses_conflicts_whole(tmp_path: Path) -> Non
         (2, MinuteRow("a", "", M0 + 20, State.AVAILABLE)),  # new, would be added
         (3, MinuteRow("a", "", M0 + 4, State.APPARENT_FAILURE)),  # contradicts the ledger
     ]
-    with pytest.raises(ImportConflict, match="line 3: .* apparent_failure in the file but available"):
+    with pytest.raises(
+        ImportConflict, match=r"line 3: .* apparent_failure in the file but available"
+    ):
         ledger.import_rows(conflicting)
     assert dump(path) == before
     inner = [
         (2, MinuteRow("a", "", M0 + 30, State.AVAILABLE)),
         (9, MinuteRow("a", "", M0 + 30, State.NO_DATA, Reason.PROBER_DOWN)),
     ]
-    with pytest.raises(ImportConflict, match="line 9: .* contradicts line 2"):
+    with pytest.raises(ImportConflict, match=r"line 9: .* contradicts line 2"):
         ledger.import_rows(inner)
     assert dump(path) == before
     # the series cache survived the rollback: later writes still work

@@ -15,27 +15,24 @@ from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
-    PlainSerializer,
-    PlainValidator,
     Tag,
     ValidationError,
-    WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from . import sla
-from .durations import format_duration, parse_duration
+from .adapters import REGISTRY
+from .durations import format_duration
 from .errors import UserError
+from .fields import Duration, ExactDecimal, Strict, TimezoneName
 from .secrets import Secret, resolve_references
 from .yamlsource import YamlDocument, YamlError, load_yaml
 
@@ -44,85 +41,6 @@ PROBE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 TARGET_NAME = r"^[a-z0-9_-]{1,64}$"
 # Attempts must outlive a claim: a service month (<= 31 days) plus the 60-day claim window.
 MIN_ATTEMPTS_RETENTION_DAYS = 92
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-def _check_secret(value: Any) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    raise ValueError("secrets are never written inline: use {env: NAME} or {file: PATH}")
-
-
-SecretRef = Annotated[
-    Secret,
-    PlainValidator(_check_secret),
-    PlainSerializer(lambda s: str(s), return_type=str),
-    WithJsonSchema(
-        {
-            "oneOf": [
-                {
-                    "type": "object",
-                    "properties": {"env": {"type": "string"}},
-                    "required": ["env"],
-                    "additionalProperties": False,
-                },
-                {
-                    "type": "object",
-                    "properties": {"file": {"type": "string"}},
-                    "required": ["file"],
-                    "additionalProperties": False,
-                },
-            ],
-            "description": "a secret reference: {env: NAME} or {file: PATH}",
-        }
-    ),
-]
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": ["string", "number"], "examples": ["500ms", "10s", "5m"]}),
-]
-
-
-def _exact_decimal(value: Any) -> Decimal:
-    # YAML reads 0.99 as a float; its shortest repr is the decimal the operator wrote.
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
-    if isinstance(value, float):
-        value = repr(value)
-    try:
-        result = Decimal(str(value).strip())
-    except ArithmeticError:
-        raise ValueError(f"{value!r} is not a decimal number") from None
-    if not result.is_finite():
-        raise ValueError("expected a finite number")
-    return result
-
-
-ExactDecimal = Annotated[
-    Decimal,
-    PlainValidator(_exact_decimal),
-    PlainSerializer(lambda d: str(d), return_type=str),
-    WithJsonSchema({"type": ["string", "number"]}),
-]
-
-
-def _timezone(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected an IANA timezone name such as Asia/Shanghai")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r} (expected e.g. Asia/Shanghai)") from None
-    return value
-
-
-TimezoneName = Annotated[str, PlainValidator(_timezone), WithJsonSchema({"type": "string"})]
 
 
 class LedgerConfig(Strict):
@@ -280,31 +198,35 @@ Maintenance = Annotated[
 ]
 
 
-class TargetConfig(Strict):
+class TargetBase(Strict):
+    """The keys every target has; `TargetConfig` adds one section per kind."""
+
     name: Annotated[str, Field(pattern=TARGET_NAME)]
     kind: Literal["tencent_im", "matrix", "xmpp", "http", "external"]
-    # Kind sections: each kind's adapter defines and checks its own.
-    tencent_im: dict[str, Any] | None = None
-    matrix: dict[str, Any] | None = None
-    xmpp: dict[str, Any] | None = None
-    http: dict[str, Any] | None = None
-    external: dict[str, Any] | None = None
     probes: dict[Annotated[str, Field(pattern=PROBE_NAME)], ProbeConfig] = Field(min_length=1)
     sla: SLAConfig
     maintenance: list[Maintenance] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_section(self) -> TargetConfig:
-        others = [k for k in KINDS if k != self.kind and getattr(self, k) is not None]
+    def _one_section(self) -> TargetBase:
+        others = [k for k in KINDS if k != self.kind and getattr(self, k, None) is not None]
         if others:
             raise ValueError(
                 f"kind is {self.kind}, so section(s) {', '.join(others)} do not belong"
             )
+        section = getattr(self, self.kind, None)
+        adapter = REGISTRY.get(self.kind)
+        if adapter is not None:
+            if section is None:
+                raise ValueError(f"kind {self.kind} needs its section `{self.kind}:`")
+            problems = adapter.probe_problems(section, list(self.probes))
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
 
     @property
-    def section(self) -> dict[str, Any]:
-        return getattr(self, self.kind) or {}
+    def section(self) -> Any:
+        return getattr(self, self.kind)
 
     @property
     def largest_timeout(self) -> float:
@@ -333,9 +255,21 @@ class TargetConfig(Strict):
         return tuple(out)
 
 
+# One optional section per kind: the adapter's own strict model where the kind has an adapter,
+# free-form until then (such a target validates but cannot run).
+TargetConfig = create_model(  # type: ignore[call-overload]
+    "TargetConfig",
+    __base__=TargetBase,
+    **{
+        kind: ((REGISTRY[kind].section_model if kind in REGISTRY else dict[str, Any]) | None, None)
+        for kind in KINDS
+    },
+)
+
+
 class Config(Strict):
     ledger: LedgerConfig = LedgerConfig()
-    targets: list[TargetConfig] = Field(min_length=1)
+    targets: list[TargetConfig] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -346,7 +280,7 @@ class Config(Strict):
             seen.add(target.name)
         return self
 
-    def target(self, name: str) -> TargetConfig:
+    def target(self, name: str) -> TargetBase:
         for target in self.targets:
             if target.name == name:
                 return target
@@ -369,13 +303,25 @@ class ConfigError(UserError):
         super().__init__("\n".join(lines))
 
 
-def dotted(location: tuple[Any, ...]) -> str:
+def dotted(location: tuple[Any, ...], document: YamlDocument | None = None, kind: str = "") -> str:
+    """A pydantic location as `targets[0].sla.timezone`. With the document, elements that
+    are not keys of the YAML (union member tags such as `str` or `function-plain[...]`) are
+    left out; a last element naming a missing or unknown key stays."""
     out = ""
-    for element in location:
+    path: tuple[Any, ...] = ()
+    for position, element in enumerate(location):
+        if document is not None:
+            candidate = (*path, element)
+            is_last = position == len(location) - 1
+            if candidate not in document.lines and not (
+                is_last and kind in ("missing", "extra_forbidden")
+            ):
+                continue
+            path = candidate
+        elif element in ("once", "recurring") or str(element).startswith("function-"):
+            continue
         if isinstance(element, int):
             out += f"[{element}]"
-        elif element in ("once", "recurring") or str(element).startswith("function-"):
-            continue  # union tags are not fields
         else:
             out += f".{element}" if out else str(element)
     return out
@@ -432,16 +378,26 @@ def parse_config(text: str, path: Path) -> ConfigFile:
     if not isinstance(document.data, dict):
         raise ConfigError(path, [(1, "", "the config must be a YAML mapping with `targets:`")])
     data, secret_problems = resolve_references(document.data, path.parent)
-    problems = [(document.line_of(loc), dotted(loc), msg) for loc, msg in secret_problems]
+    problems = [(document.line_of(loc), dotted(loc, document), msg) for loc, msg in secret_problems]
+    unresolved = [loc for loc, _ in secret_problems]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
+        messages: dict[tuple[int | None, str], list[str]] = {}
         for error in exc.errors():
             loc = tuple(error["loc"])
-            problems.append((document.line_of(loc), dotted(loc), _message(error)))
+            if any(loc[: len(bad)] == bad for bad in unresolved):
+                continue  # already reported: the reference could not be resolved
+            key = (document.line_of(loc), dotted(loc, document, error["type"]))
+            found = messages.setdefault(key, [])
+            if (message := _message(error)) not in found:
+                found.append(message)
+        # A union reports each member's complaint at the same place: say them once, together.
+        problems += [(line, where, " or ".join(found)) for (line, where), found in messages.items()]
         problems.sort(key=lambda p: (p[0] or 0, p[1]))
         raise ConfigError(path, problems) from None
     if problems:
+        problems.sort(key=lambda p: (p[0] or 0, p[1]))
         raise ConfigError(path, problems)
     return ConfigFile(path, config, text)
 

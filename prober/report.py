@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import sla
-from .config import TargetConfig
+from .config import TargetBase as TargetConfig
 from .ledger import Ledger
 from .sla import Figures, Incident, ServiceMonth, State
 

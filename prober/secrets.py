@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 REDACTED = "<redacted>"
 _known: set[str] = set()
+_ephemeral: deque[str] = deque()
 _known_lock = threading.Lock()
+# Derived values (tokens a login returns) rotate; the newest ones are enough to scrub.
+EPHEMERAL_KEPT = 256
 _pattern: re.Pattern[str] | None = None
 
 # Values too short to scrub safely (they would mangle ordinary text); refused at load.
@@ -32,10 +36,10 @@ class Secret:
 
     __slots__ = ("_value", "source")
 
-    def __init__(self, value: str, source: str) -> None:
+    def __init__(self, value: str, source: str, *, ephemeral: bool = False) -> None:
         self._value = value
         self.source = source
-        remember(value)
+        remember(value, ephemeral=ephemeral)
 
     def reveal(self) -> str:
         return self._value
@@ -55,16 +59,22 @@ class Secret:
         raise TypeError("a Secret is not to be pickled")
 
 
-def remember(value: str) -> None:
-    """Add a value to the set `redact()` scrubs (e.g. a derived token or UserSig)."""
+def remember(value: str, *, ephemeral: bool = False) -> None:
+    """Add a value to the set `redact()` scrubs. Ephemeral values (a derived token, a
+    UserSig) are kept among the newest EPHEMERAL_KEPT; configured secrets for good."""
     global _pattern
     if len(value) < MIN_SECRET_LENGTH:
         return
     with _known_lock:
-        if value in _known:
+        if value in _known or value in _ephemeral:
             return
-        _known.add(value)
-        ordered = sorted(_known, key=len, reverse=True)
+        if ephemeral:
+            _ephemeral.append(value)
+            if len(_ephemeral) > EPHEMERAL_KEPT:
+                _ephemeral.popleft()
+        else:
+            _known.add(value)
+        ordered = sorted({*_known, *_ephemeral}, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
 

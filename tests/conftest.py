@@ -8,7 +8,11 @@ import pytest
 BASE_TARGET = """\
   - name: demo
     kind: http
-    http: {}
+    http:
+      base_url: http://127.0.0.1:9
+      probes:
+        login: [{method: POST, url: /login, json: {user: probe}}]
+        send_c2c: [{method: POST, url: /send, json: {text: "probe {uuid}"}}]
     probes:
       login: {attempts_per_minute: 1, timeout: 10s}
       send_c2c: {attempts_per_minute: 4, timeout: 10s}

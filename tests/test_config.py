@@ -57,7 +57,7 @@ def test_unknown_key_is_reported_at_its_line(write_config) -> None:
     path = write_config(
         "targets:\n" + BASE_TARGET.replace("timeout: 10s}", "timeout: 10s, retries: 3}", 1)
     )
-    assert errors_of(path) == f"{path}:6: targets[0].probes.login.retries: unknown key"
+    assert errors_of(path) == f"{path}:10: targets[0].probes.login.retries: unknown key"
 
 
 def test_several_errors_each_with_line_and_path(write_config) -> None:
@@ -73,9 +73,9 @@ def test_several_errors_each_with_line_and_path(write_config) -> None:
         "of a claim, which may be filed until 60 days after a service month ends"
     )
     assert (
-        ":8: targets[0].probes.send_c2c: timeout 15s must be shorter than the spacing" in lines[1]
+        ":12: targets[0].probes.send_c2c: timeout 15s must be shorter than the spacing" in lines[1]
     )
-    assert ":11: targets[0].sla.timezone: unknown timezone 'Asia/Shangai'" in lines[2]
+    assert ":15: targets[0].sla.timezone: unknown timezone 'Asia/Shangai'" in lines[2]
 
 
 def test_missing_key_points_at_the_enclosing_mapping(write_config) -> None:
@@ -83,14 +83,14 @@ def test_missing_key_points_at_the_enclosing_mapping(write_config) -> None:
         "targets:\n" + BASE_TARGET.replace("      service_month_anchor: 2026-03-17\n", "")
     )
     assert errors_of(path) == (
-        f"{path}:8: targets[0].sla.service_month_anchor: required key is missing"
+        f"{path}:12: targets[0].sla.service_month_anchor: required key is missing"
     )
 
 
 def test_duplicate_keys_and_yaml_syntax(write_config) -> None:
     path = write_config("targets:\n" + BASE_TARGET + "    kind: matrix\n")
     assert "duplicate key 'kind' (first on line 3)" in errors_of(path)
-    assert ":13:" in errors_of(path)
+    assert ":17:" in errors_of(path)
     broken = write_config("targets:\n  - name: [unclosed\n")
     assert errors_of(broken).startswith(f"{broken}:")
     assert "invalid YAML" in errors_of(broken)
@@ -102,7 +102,7 @@ def test_names_sections_and_unique_targets(write_config) -> None:
     twice = write_config("targets:\n" + BASE_TARGET + BASE_TARGET)
     assert "target name 'demo' is used twice" in errors_of(twice)
     wrong_section = write_config(
-        "targets:\n" + BASE_TARGET.replace("http: {}", "http: {}\n    matrix: {}")
+        "targets:\n" + BASE_TARGET.replace("    http:\n", "    matrix: {}\n    http:\n")
     )
     assert "kind is http, so section(s) matrix do not belong" in errors_of(wrong_section)
 
@@ -121,10 +121,10 @@ def test_maintenance_windows(write_config) -> None:
     )
     lines = errors_of(write_config(text)).splitlines()
     assert len(lines) == 3
-    assert ":14: targets[0].maintenance[0]: end must be after start" in lines[0]
-    assert ":15: targets[0].maintenance[1].start: Input should have timezone info" in lines[1]
+    assert ":18: targets[0].maintenance[0]: end must be after start" in lines[0]
+    assert ":19: targets[0].maintenance[1].start: Input should have timezone info" in lines[1]
     assert lines[2].endswith(
-        ":16: targets[0].maintenance[2].every: must be `day` or a list of weekdays from mon, "
+        ":20: targets[0].maintenance[2].every: must be `day` or a list of weekdays from mon, "
         "tue, wed, thu, fri, sat, sun"
     )
 
@@ -133,11 +133,11 @@ def test_secrets_come_only_from_references(write_config, monkeypatch, tmp_path) 
     monkeypatch.setenv("CANARY_PASSWORD", "canary-env-7f3a9c")
     (tmp_path / "token.txt").write_text("canary-file-51be0d\n")
     text = "targets:\n" + BASE_TARGET.replace(
-        "http: {}",
-        "http: {password: {env: CANARY_PASSWORD}, token: {file: token.txt}}",
+        "    http:\n",
+        "    http:\n      variables: {password: {env: CANARY_PASSWORD}, token: {file: token.txt}}\n",
     )
     config = load_config(write_config(text))
-    section = config.config.targets[0].http
+    section = config.config.targets[0].http.variables
     assert isinstance(section["password"], Secret)
     assert section["password"].reveal() == "canary-env-7f3a9c"
     assert section["token"].reveal() == "canary-file-51be0d"
@@ -151,25 +151,33 @@ def test_secrets_come_only_from_references(write_config, monkeypatch, tmp_path) 
 
 def test_unresolvable_secret_is_a_clear_error(write_config) -> None:
     text = "targets:\n" + BASE_TARGET.replace(
-        "http: {}", "http: {password: {env: NOT_SET_ANYWHERE}, key: {file: missing.key}}"
+        "    http:\n",
+        "    http:\n      variables: {password: {env: NOT_SET_ANYWHERE}, key: {file: missing.key}}\n",
     )
     lines = errors_of(write_config(text)).splitlines()
-    assert lines[0].endswith(
-        ":4: targets[0].http.password: environment variable NOT_SET_ANYWHERE is not set"
+    assert len(lines) == 2
+    assert lines[1].endswith(
+        ":5: targets[0].http.variables.password: environment variable NOT_SET_ANYWHERE is not set"
     )
-    assert "targets[0].http.key: secret file missing.key cannot be read" in lines[1]
+    assert ":5: targets[0].http.variables.key: secret file missing.key cannot be read" in lines[0]
 
 
 def test_check_config_prints_redacted_and_exits_zero(write_config, monkeypatch, capsys) -> None:
     monkeypatch.setenv("CANARY_PASSWORD", "canary-env-a81c44")
     path = write_config(
-        "targets:\n" + BASE_TARGET.replace("http: {}", "http: {password: {env: CANARY_PASSWORD}}")
+        "targets:\n"
+        + BASE_TARGET.replace(
+            "    http:\n", "    http:\n      variables: {password: {env: CANARY_PASSWORD}}\n"
+        )
     )
     assert main(["check-config", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "canary" not in out
     printed = yaml.safe_load(out)
-    assert printed["targets"][0]["http"]["password"] == "<secret from env:CANARY_PASSWORD>"
+    assert (
+        printed["targets"][0]["http"]["variables"]["password"]
+        == "<secret from env:CANARY_PASSWORD>"
+    )
     assert printed["targets"][0]["probes"]["login"]["timeout"] == "10s"
 
 

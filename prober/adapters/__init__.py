@@ -1,0 +1,14 @@
+"""Adapters, one module per target kind, registered here by kind name."""
+
+from __future__ import annotations
+
+from .base import Adapter, ProbeContext, Result, Section
+from .external import ExternalAdapter
+from .http import HttpAdapter
+
+REGISTRY: dict[str, type[Adapter]] = {
+    HttpAdapter.kind: HttpAdapter,
+    ExternalAdapter.kind: ExternalAdapter,
+}
+
+__all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section"]

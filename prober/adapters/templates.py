@@ -1,0 +1,109 @@
+"""`{name}` templates for request lines, headers and bodies, and dotted JSON paths."""
+
+from __future__ import annotations
+
+import re
+import secrets as _random
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..secrets import Secret
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def builtins(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Values every template may use; fresh for each attempt."""
+    now = time.time()
+    return {
+        "uuid": str(uuid.uuid4()),
+        "random": _random.randbits(32),
+        "now": datetime.fromtimestamp(now, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "now_ms": int(now * 1000),
+        "now_s": int(now),
+        **context,
+    }
+
+
+def placeholders(text: str) -> set[str]:
+    return {m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1)}
+
+
+def _value(name: str, values: Mapping[str, Any]) -> Any:
+    if name not in values:
+        raise TemplateError(f"no value for {{{name}}}")
+    value = values[name]
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def render_text(text: str, values: Mapping[str, Any]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        return str(_value(match.group(1), values))
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def render(node: Any, values: Mapping[str, Any]) -> Any:
+    """Render every string in a JSON-like tree. A string that is one whole placeholder keeps
+    the value's type (so `"{random}"` becomes a number)."""
+    if isinstance(node, Secret):
+        return node.reveal()
+    if isinstance(node, str):
+        whole = _PLACEHOLDER.fullmatch(node)
+        if whole and whole.group(1):
+            return _value(whole.group(1), values)
+        return render_text(node, values)
+    if isinstance(node, dict):
+        return {render_text(str(k), values): render(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [render(v, values) for v in node]
+    return node
+
+
+_MISSING = object()
+
+
+_PATH = re.compile(r"(?:\$\.)?(?:[^.\[\]]+|\[\d+\])(?:\.[^.\[\]]+|\[\d+\])*")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """`data.items[0].id` (an optional leading `$.` is allowed) as its parts."""
+    if not _PATH.fullmatch(path):
+        raise ValueError(f"bad JSON path {path!r} (expected e.g. data.items[0].id)")
+    text = path[2:] if path.startswith("$.") else path
+    return [
+        int(m.group(2)) if m.group(2) is not None else m.group(1) for m in _PATH_PART.finditer(text)
+    ]
+
+
+def lookup(document: Any, path: list[str | int]) -> Any:
+    """The value at a parsed path, or `MISSING`."""
+    node = document
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return _MISSING
+            node = node[part]
+        else:
+            if not isinstance(node, dict) or part not in node:
+                return _MISSING
+            node = node[part]
+    return node
+
+
+MISSING = _MISSING

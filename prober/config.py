@@ -267,8 +267,66 @@ TargetConfig = create_model(  # type: ignore[call-overload]
 )
 
 
+class WebConfig(Strict):
+    listen_address: str = Field(
+        "0.0.0.0:9469", description="host:port for /metrics, /healthz, /readyz"
+    )
+    enable_lifecycle: bool = Field(False, description="allow POST /-/reload")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:9469 or [::1]:9469)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class NetworkCheckConfig(Strict):
+    """Reference endpoints outside the provider (SLA 4.11): when every one of them fails in
+    a minute, the prober's own network is down and provider failures are not counted."""
+
+    urls: list[str] = Field(min_length=1)
+    attempts_per_minute: int = Field(1, ge=1, le=12)
+    timeout: Duration = 5.0
+
+    @field_validator("urls")
+    @classmethod
+    def _http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r}: reference URLs must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _spacing(self) -> NetworkCheckConfig:
+        if self.timeout >= 60 / self.attempts_per_minute:
+            raise ValueError("timeout must be shorter than the spacing between checks")
+        return self
+
+
+class SchedulerConfig(Strict):
+    close_grace: Duration = Field(
+        2.0, description="extra wait after the last attempt's timeout before a minute closes"
+    )
+    write_buffer_minutes: int = Field(
+        60,
+        ge=1,
+        le=1440,
+        description="closed minutes kept in memory while the ledger cannot be written",
+    )
+
+
 class Config(Strict):
     ledger: LedgerConfig = LedgerConfig()
+    web: WebConfig = WebConfig()
+    network_check: NetworkCheckConfig | None = None
+    scheduler: SchedulerConfig = SchedulerConfig()
     targets: list[TargetConfig] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")

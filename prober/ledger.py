@@ -233,17 +233,17 @@ class Ledger:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def write_minutes(self, closed: Iterable[ClosedMinute]) -> int:
+    def write_minutes(self, closed: Iterable[ClosedMinute]) -> list[ClosedMinute]:
         """Write closed minutes with their attempts, all in one transaction. A minute that is
-        already in the ledger is left as it is (a minute is written once). Returns how many
-        target minutes were written."""
-        written = 0
+        already in the ledger is left as it is (a minute is written once). Returns the items
+        that were written."""
+        written: list[ClosedMinute] = []
         with self._transaction() as tx:
             for item in closed:
                 sid = self._series_id(item.target)
                 if not tx.insert_minute(sid, item.minute, item.verdict, item.counts):
                     continue
-                written += 1
+                written.append(item)
                 for probe, (verdict, counts) in item.probes.items():
                     tx.insert_minute(
                         self._series_id(item.target, probe), item.minute, verdict, counts
@@ -374,6 +374,18 @@ class Ledger:
         for state, count in rows:
             counts[STATES_BY_CODE[state]] = count
         return counts
+
+    def state_codes(self, target: str, since: int) -> list[tuple[int, int]]:
+        """(minute, state code) of the target-level rows from `since` on, oldest first."""
+        sid = self._existing_series(target)
+        if sid is None:
+            return []
+        with self._lock:
+            return self._db.execute(
+                "SELECT minute, state FROM minutes WHERE series_id = ? AND minute >= ? "
+                "ORDER BY minute",
+                (sid, since),
+            ).fetchall()
 
     def minutes_in_state(
         self, target: str, state: State, start: int, end: int, probe: str = TARGET_LEVEL

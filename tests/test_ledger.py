@@ -54,8 +54,8 @@ def test_minutes_are_written_once_with_their_attempts(tmp_path: Path) -> None:
         {"login": (Verdict(State.APPARENT_FAILURE), OutcomeCounts(failure=1))},
         [attempt],
     )
-    assert ledger.write_minutes([item]) == 1
-    assert ledger.write_minutes([item]) == 0  # already there: nothing doubles
+    assert ledger.write_minutes([item]) == [item]
+    assert ledger.write_minutes([item]) == []  # already there: nothing doubles
     assert ledger.attempts_in("a", M0, M0 + 1) == [attempt]
     assert ledger.verdict_totals() == {
         ("a", ""): {State.APPARENT_FAILURE: 1},

@@ -87,7 +87,7 @@ class ExternalAdapter(base.Adapter):
     probes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, target: str, section: base.Section, timeout: float) -> None:
-        super().__init__(target, section)
+        super().__init__(target, section, timeout)
         assert isinstance(section, ExternalSection)
         self.config: ExternalSection = section
 

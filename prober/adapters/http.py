@@ -115,7 +115,7 @@ class HttpAdapter(base.Adapter):
     probes: ClassVar[frozenset[str]] = frozenset()  # any probe that has steps
 
     def __init__(self, target: str, section: base.Section, timeout: float) -> None:
-        super().__init__(target, section)
+        super().__init__(target, section, timeout)
         assert isinstance(section, HttpSection)
         self.config: HttpSection = section
         self.client = make_client(

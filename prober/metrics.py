@@ -1,0 +1,376 @@
+"""Prometheus exposition, rendered at scrape time from the in-memory ledger view
+(DESIGN.md §8), in the text format or OpenMetrics.
+
+Rendering is hand-written rather than prometheus_client's generic path because a prober
+with 1,000 targets exposes ~60,000 lines: the ledger-derived blocks only change when a minute
+closes, so they are cached per view generation, and each duration histogram is re-rendered
+only after it changed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from . import sla
+from .ledger import TARGET_LEVEL
+from .sla import Outcome, State
+from .view import WINDOWS, LedgerView
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float | int | Fraction) -> str:
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def header(name: str, kind: str, help_: str, openmetrics: bool) -> str:
+    base = name[: -len("_total")] if openmetrics and kind == "counter" else name
+    return f"# HELP {base} {help_}\n# TYPE {base} {kind}\n"
+
+
+class Histogram:
+    __slots__ = ("_text", "buckets", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self._text: str | None = None
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self._text = None
+
+    def render(self, name: str, labels: Sequence[tuple[str, str]]) -> str:
+        if self._text is None:
+            lines = []
+            cumulative = 0
+            for bound, count in zip((*self.buckets, math.inf), self.counts, strict=True):
+                cumulative += count
+                le = "+Inf" if math.isinf(bound) else repr(bound)
+                lines.append(f"{name}_bucket{_labels([*labels, ('le', le)])} {cumulative}\n")
+            lines.append(f"{name}_sum{_labels(labels)} {_number(self.sum)}\n")
+            lines.append(f"{name}_count{_labels(labels)} {cumulative}\n")
+            self._text = "".join(lines)
+        return self._text
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What metrics need of a configured target."""
+
+    name: str
+    probes: tuple[str, ...]
+    objective: Fraction
+    tiers: tuple[sla.CreditTier, ...]
+
+
+@dataclass
+class Process:
+    """Live state of this process (not from the ledger)."""
+
+    ledger_write_errors: int = 0
+    misfires: int = 0
+    discarded_attempts: int = 0
+    clock_steps: int = 0
+    network_up: int | None = None
+    reload_successful: int = 1
+    reload_timestamp: float = 0.0
+    lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
+    durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+
+    def observe_duration(self, target: str, probe: str, seconds: float) -> None:
+        histogram = self.durations.get((target, probe))
+        if histogram is None:
+            histogram = self.durations[(target, probe)] = Histogram(DURATION_BUCKETS)
+        histogram.observe(seconds)
+
+
+class Exposition:
+    def __init__(self, view: LedgerView, process: Process, version: str) -> None:
+        self.view = view
+        self.process = process
+        self.version = version
+        self.targets: list[TargetInfo] = []
+        self._cache: dict[bool, tuple[int, str]] = {}
+
+    def set_targets(self, targets: Iterable[TargetInfo]) -> None:
+        self.targets = list(targets)
+        self._cache.clear()
+
+    def render(self, now: float, *, openmetrics: bool = False) -> bytes:
+        cached = self._cache.get(openmetrics)
+        if cached is None or cached[0] != self.view.generation:
+            cached = (self.view.generation, self._ledger_block(now, openmetrics))
+            self._cache[openmetrics] = cached
+        parts = [cached[1], self._process_block(openmetrics)]
+        if openmetrics:
+            parts.append("# EOF\n")
+        return "".join(parts).encode()
+
+    # -- from the ledger ------------------------------------------------------------
+
+    def _ledger_block(self, now: float, om: bool) -> str:
+        out: list[str] = []
+        view = self.view
+        out.append(
+            header(
+                "im_probe_attempts_total",
+                "counter",
+                "Attempts by outcome (from the ledger; continues across restarts).",
+                om,
+            )
+        )
+        for t in self.targets:
+            for probe in t.probes:
+                counts = view.attempts.get((t.name, probe), {})
+                for outcome in Outcome:
+                    out.append(
+                        f'im_probe_attempts_total{{target="{t.name}",probe="{probe}",'
+                        f'outcome="{outcome}"}} {counts.get(outcome, 0)}\n'
+                    )
+        out.append(
+            header(
+                "im_minute_verdicts_total",
+                "counter",
+                "Closed minutes by SLA verdict (from the ledger).",
+                om,
+            )
+        )
+        for t in self.targets:
+            counts = view.verdicts.get((t.name, TARGET_LEVEL), {})
+            for state in State:
+                out.append(
+                    f'im_minute_verdicts_total{{target="{t.name}",state="{state}"}} '
+                    f"{counts.get(state, 0)}\n"
+                )
+        out.append(
+            header(
+                "im_probe_minute_verdicts_total",
+                "counter",
+                "Closed minutes by verdict of each probe alone (from the ledger).",
+                om,
+            )
+        )
+        for t in self.targets:
+            for probe in t.probes:
+                counts = view.verdicts.get((t.name, probe), {})
+                for state in State:
+                    out.append(
+                        f'im_probe_minute_verdicts_total{{target="{t.name}",probe="{probe}",'
+                        f'state="{state}"}} {counts.get(state, 0)}\n'
+                    )
+        out.append(
+            header(
+                "im_availability_ratio",
+                "gauge",
+                "Measured availability A/(A+F) over rolling windows of closed minutes.",
+                om,
+            )
+        )
+        for t in self.targets:
+            target_view = view.targets.get(t.name)
+            if target_view is None:
+                continue
+            for window in WINDOWS:
+                value = target_view.ring.availability(window)
+                if value is not None:
+                    out.append(
+                        f'im_availability_ratio{{target="{t.name}",window="{window}"}} '
+                        f"{_number(value)}\n"
+                    )
+        out.extend(self._month_block(now, om))
+        out.append(
+            header(
+                "im_last_closed_minute_timestamp_seconds",
+                "gauge",
+                "Start of the newest minute written to the ledger (Unix time).",
+                om,
+            )
+        )
+        for t in self.targets:
+            target_view = view.targets.get(t.name)
+            if target_view is not None and target_view.last_closed is not None:
+                out.append(
+                    f'im_last_closed_minute_timestamp_seconds{{target="{t.name}"}} '
+                    f"{target_view.last_closed * 60}\n"
+                )
+        return "".join(out)
+
+    def _month_block(self, now: float, om: bool) -> list[str]:
+        families: dict[str, tuple[str, list[str]]] = {
+            "im_sla_availability_ratio": (
+                "SLA availability 1-F/T of the current service month so far.",
+                [],
+            ),
+            "im_sla_coverage_ratio": (
+                "Observed share (A+F)/(T-M) of the current service month so far.",
+                [],
+            ),
+            "im_sla_downtime_seconds": (
+                "Failed minutes of the current service month, in seconds.",
+                [],
+            ),
+            "im_sla_downtime_budget_remaining_seconds": (
+                "Failed time the whole service month may still have and meet the objective.",
+                [],
+            ),
+            "im_sla_credit_ratio": (
+                "Credit owed for the current service month so far (share of the fee).",
+                [],
+            ),
+        }
+        for t in self.targets:
+            target_view = self.view.targets.get(t.name)
+            if target_view is None:
+                continue
+            tally = target_view.current_month(now)
+            if tally is None:
+                continue
+            month = tally.month
+            closed_end = (target_view.last_closed + 1) if target_view.last_closed is not None else 0
+            elapsed = max(0, min(closed_end, month.end_minute) - month.start_minute)
+            counts = tally.counts
+            figures = sla.Figures(
+                total=max(
+                    elapsed,
+                    counts[State.AVAILABLE]
+                    + counts[State.APPARENT_FAILURE]
+                    + counts[State.MAINTENANCE],
+                ),
+                available=counts[State.AVAILABLE],
+                apparent_failure=counts[State.APPARENT_FAILURE],
+                maintenance=counts[State.MAINTENANCE],
+            )
+            label = f'{{target="{t.name}"}}'
+            availability = figures.sla_availability
+            if availability is not None:
+                families["im_sla_availability_ratio"][1].append(f"{label} {_number(availability)}")
+                ratio = sla.credit_ratio(availability, t.tiers)
+                families["im_sla_credit_ratio"][1].append(f"{label} {_number(ratio)}")
+            if figures.coverage is not None:
+                families["im_sla_coverage_ratio"][1].append(f"{label} {_number(figures.coverage)}")
+            families["im_sla_downtime_seconds"][1].append(f"{label} {figures.downtime_seconds}")
+            budget = sla.downtime_budget_seconds(t.objective, month.minutes)
+            families["im_sla_downtime_budget_remaining_seconds"][1].append(
+                f"{label} {budget - figures.downtime_seconds}"
+            )
+        out = []
+        for name, (help_, samples) in families.items():
+            out.append(header(name, "gauge", help_, om))
+            out.extend(f"{name}{sample}\n" for sample in samples)
+        return out
+
+    # -- this process ----------------------------------------------------------------
+
+    def _process_block(self, om: bool) -> str:
+        p = self.process
+        out = [
+            header(
+                "im_probe_duration_seconds",
+                "histogram",
+                "Duration of attempts (monotonic clock), since this process started.",
+                om,
+            )
+        ]
+        for t in self.targets:
+            for probe in t.probes:
+                histogram = p.durations.get((t.name, probe))
+                if histogram is None:
+                    histogram = p.durations[(t.name, probe)] = Histogram(DURATION_BUCKETS)
+                out.append(
+                    histogram.render(
+                        "im_probe_duration_seconds", (("target", t.name), ("probe", probe))
+                    )
+                )
+        out.append(
+            header(
+                "im_scheduler_lag_seconds",
+                "histogram",
+                "How late attempts started against their planned time.",
+                om,
+            )
+        )
+        out.append(p.lag.render("im_scheduler_lag_seconds", ()))
+        for name, help_, value in (
+            (
+                "im_ledger_write_errors_total",
+                "Failed ledger writes (closed minutes are kept in memory and retried).",
+                p.ledger_write_errors,
+            ),
+            (
+                "im_scheduler_misfires_total",
+                "Attempts skipped because they could not start near their planned time.",
+                p.misfires,
+            ),
+            (
+                "im_attempts_discarded_total",
+                "Attempts that finished after their minute had closed (clock step or stall).",
+                p.discarded_attempts,
+            ),
+            (
+                "im_clock_steps_total",
+                "Wall-clock steps noticed against the monotonic clock.",
+                p.clock_steps,
+            ),
+        ):
+            out.append(header(name, "counter", help_, om))
+            out.append(f"{name} {value}\n")
+        if p.network_up is not None:
+            out.append(
+                header(
+                    "im_prober_network_up",
+                    "gauge",
+                    "1 when a reference endpoint answered in the last network check.",
+                    om,
+                )
+            )
+            out.append(f"im_prober_network_up {p.network_up}\n")
+        out.append(
+            header(
+                "im_config_last_reload_successful",
+                "gauge",
+                "1 when the last configuration (re)load succeeded.",
+                om,
+            )
+        )
+        out.append(f"im_config_last_reload_successful {p.reload_successful}\n")
+        out.append(
+            header(
+                "im_config_last_reload_success_timestamp_seconds",
+                "gauge",
+                "When the configuration was last loaded successfully (Unix time).",
+                om,
+            )
+        )
+        out.append(
+            f"im_config_last_reload_success_timestamp_seconds {_number(p.reload_timestamp)}\n"
+        )
+        out.append(header("im_prober_build_info", "gauge", "The running im-prober's version.", om))
+        out.append(f'im_prober_build_info{{version="{_escape(self.version)}"}} 1\n')
+        return "".join(out)

@@ -1,0 +1,58 @@
+"""Where in each minute every attempt goes: spread evenly, staggered across targets.
+
+Probe p of target t with n attempts a minute runs at offsets s + k·(60/n) seconds, k < n,
+where s in [0, 60/n) is fixed per (t, p) by a hash, so targets do not all fire at second 0
+and a target keeps its rhythm across restarts.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    at: float  # wall clock, epoch seconds
+    target: str
+    probe: str
+    timeout: float
+    spacing: float
+
+    @property
+    def minute(self) -> int:
+        return int(self.at // 60)
+
+
+def stagger(target: str, probe: str, spacing: float) -> float:
+    fraction = zlib.crc32(f"{target}\0{probe}".encode()) / 2**32
+    return round(fraction * spacing, 3)
+
+
+def offsets(target: str, probe: str, per_minute: int) -> list[float]:
+    spacing = 60.0 / per_minute
+    first = stagger(target, probe, spacing)
+    return [first + k * spacing for k in range(per_minute)]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    target: str
+    probe: str
+    offsets: tuple[float, ...]
+    timeout: float
+    spacing: float
+
+    def attempts_in(self, minute: int, after: float = float("-inf")) -> list[Planned]:
+        base = minute * 60
+        return [
+            Planned(base + o, self.target, self.probe, self.timeout, self.spacing)
+            for o in self.offsets
+            if base + o >= after
+        ]
+
+
+def probe_plan(target: str, probe: str, per_minute: int, timeout: float) -> ProbePlan:
+    return ProbePlan(
+        target, probe, tuple(offsets(target, probe, per_minute)), timeout, 60.0 / per_minute
+    )

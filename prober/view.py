@@ -1,0 +1,162 @@
+"""The ledger's running state held in memory for metrics: totals, rolling windows and the
+current service month per target. Restored from the ledger at start, advanced by every
+closed minute after it is written, so metrics never scan the ledger and never reset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+
+from .ledger import TARGET_LEVEL, ClosedMinute, Ledger
+from .sla import Outcome, ServiceCalendar, ServiceMonth, State
+from .sla.types import STATE_CODES
+
+WINDOWS = {"1h": 60, "24h": 1440, "7d": 10080, "30d": 43200}
+RING = max(WINDOWS.values())
+_EMPTY = 255  # a minute with no row
+_A = STATE_CODES[State.AVAILABLE]
+_F = STATE_CODES[State.APPARENT_FAILURE]
+
+
+class MinuteRing:
+    """The last 30 days of a target's verdicts, one byte a minute, with the available and
+    failed counts of each window ending at the newest closed minute kept up to date."""
+
+    __slots__ = ("available", "failed", "head", "states")
+
+    def __init__(self) -> None:
+        self.states = bytearray([_EMPTY]) * RING
+        self.head: int | None = None  # newest minute written
+        self.available = dict.fromkeys(WINDOWS, 0)
+        self.failed = dict.fromkeys(WINDOWS, 0)
+
+    def put(self, minute: int, code: int) -> None:
+        if self.head is None or minute - self.head >= RING:
+            self.states[:] = bytes([_EMPTY]) * RING
+            self.available = dict.fromkeys(WINDOWS, 0)
+            self.failed = dict.fromkeys(WINDOWS, 0)
+        elif minute <= self.head:
+            # A row arriving late (an import): counted if it lies inside the windows.
+            if minute > self.head - RING and self.states[minute % RING] == _EMPTY:
+                self.states[minute % RING] = code
+                self._count(minute, code)
+            return
+        else:
+            for m in range(self.head + 1, minute + 1):
+                for name, width in WINDOWS.items():
+                    # minute m - width leaves the window; it was written at most RING ago
+                    old = self.states[(m - width) % RING]
+                    if old == _A:
+                        self.available[name] -= 1
+                    elif old == _F:
+                        self.failed[name] -= 1
+                self.states[m % RING] = _EMPTY
+        self.head = minute
+        self.states[minute % RING] = code
+        self._count(minute, code)
+
+    def _count(self, minute: int, code: int) -> None:
+        assert self.head is not None
+        for name, width in WINDOWS.items():
+            if minute > self.head - width:
+                if code == _A:
+                    self.available[name] += 1
+                elif code == _F:
+                    self.failed[name] += 1
+
+    def availability(self, window: str) -> Fraction | None:
+        a, f = self.available[window], self.failed[window]
+        return Fraction(a, a + f) if a + f else None
+
+
+@dataclass
+class MonthTally:
+    month: ServiceMonth
+    counts: Counter[State] = field(default_factory=Counter)
+
+
+@dataclass
+class TargetView:
+    calendar: ServiceCalendar
+    ring: MinuteRing = field(default_factory=MinuteRing)
+    month: MonthTally | None = None
+    last_closed: int | None = None
+
+    def add(self, minute: int, state: State) -> None:
+        self.ring.put(minute, STATE_CODES[state])
+        if self.last_closed is None or minute > self.last_closed:
+            self.last_closed = minute
+        tally = self.month
+        if tally is None or not tally.month.contains_minute(minute):
+            found = self.calendar.month_containing(datetime.fromtimestamp(minute * 60, UTC))
+            if found is None:
+                return
+            if tally is not None and found.start_minute < tally.month.start_minute:
+                return  # an old minute (import): the current month is unchanged
+            tally = self.month = MonthTally(found)
+        tally.counts[state] += 1
+
+    def current_month(self, now: float) -> MonthTally | None:
+        tally = self.month
+        if tally is not None and tally.month.end_minute * 60 > now:
+            return tally
+        found = self.calendar.month_containing(datetime.fromtimestamp(now, UTC))
+        if found is None:
+            return None
+        self.month = MonthTally(found)
+        return self.month
+
+
+class LedgerView:
+    def __init__(self) -> None:
+        self.verdicts: dict[tuple[str, str], Counter[State]] = {}
+        self.attempts: dict[tuple[str, str], Counter[Outcome]] = {}
+        self.targets: dict[str, TargetView] = {}
+        self.generation = 0  # bumped on every change, so renderings can be cached
+
+    def restore(self, ledger: Ledger, calendars: dict[str, ServiceCalendar], now: float) -> None:
+        """Counters from the running totals; windows and months from the last ~31 days."""
+        self.verdicts = {k: Counter(v) for k, v in ledger.verdict_totals().items()}
+        self.attempts = {k: Counter(v) for k, v in ledger.attempt_totals().items()}
+        for name, calendar in calendars.items():
+            self.track(name, calendar)
+            view = self.targets[name]
+            current = calendar.month_containing(datetime.fromtimestamp(now, UTC))
+            since = int(now // 60) - RING
+            if current is not None:
+                since = min(since, current.start_minute)
+            for minute, code in ledger.state_codes(name, since):
+                view.add(minute, _STATES[code])
+            view.last_closed = ledger.last_closed_minute(name)
+        self.generation += 1
+
+    def track(self, target: str, calendar: ServiceCalendar) -> None:
+        view = self.targets.get(target)
+        if view is None:
+            self.targets[target] = TargetView(calendar)
+        elif view.calendar.anchor != calendar.anchor or view.calendar.tz != calendar.tz:
+            view.calendar = calendar
+            view.month = None  # recounted from the ring's minutes is not possible: next close
+        self.generation += 1
+
+    def apply(self, closed: Iterable[ClosedMinute]) -> None:
+        for item in closed:
+            self.verdicts.setdefault((item.target, TARGET_LEVEL), Counter())[
+                item.verdict.state
+            ] += 1
+            for probe, (verdict, _counts) in item.probes.items():
+                self.verdicts.setdefault((item.target, probe), Counter())[verdict.state] += 1
+            for attempt in item.attempts:
+                self.attempts.setdefault((item.target, attempt.probe), Counter())[
+                    attempt.outcome
+                ] += 1
+            view = self.targets.get(item.target)
+            if view is not None:
+                view.add(item.minute, item.verdict.state)
+        self.generation += 1
+
+
+_STATES = {code: state for state, code in STATE_CODES.items()}

@@ -1,0 +1,195 @@
+"""A small chat-like HTTP service for the tests, with switches for every fault the prober
+must classify: refuse, hang, slow, 5xx, 429, 401, malformed JSON, huge body, reset.
+
+It runs in a thread with its own event loop, so a test can drive a real daemon (another
+process) against it and flip faults at exact times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+MODES = {
+    "ok",
+    "refuse",
+    "hang",
+    "slow",
+    "5xx",
+    "429",
+    "401",
+    "malformed",
+    "huge",
+    "reset",
+    "5xx_but_one",
+    "nested",
+    "bad_utf8",
+    "redirect_loop",
+    "big_headers",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ChatServer:
+    port: int = field(default_factory=free_port)
+    mode: str = "ok"
+    slow_seconds: float = 1.0
+    password: str = "correct-horse-battery"
+    requests: int = 0
+    messages: list[str] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _site: web.TCPSite | None = None
+    _thread: threading.Thread | None = None
+    _tokens: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _spared: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- control, from the test's thread ----------------------------------------------
+
+    def start(self) -> ChatServer:
+        ready = threading.Event()
+
+        def main() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+
+    def set_mode(self, mode: str) -> None:
+        assert mode in MODES, mode
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._switch(mode), self._loop).result(10)
+
+    def call(self, func: Callable[[], object]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(func)
+
+    # -- inside the server's loop ------------------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/login", self._login)
+        app.router.add_post("/send", self._send)
+        app.router.add_get("/ping", self._ping)
+        app.router.add_get("/loop", self._loop_redirect)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await self._site.start()
+
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _switch(self, mode: str) -> None:
+        if mode == "refuse" and self.mode != "refuse" and self._site is not None:
+            await self._site.stop()  # nobody listens: connections are refused
+        elif mode != "refuse" and self.mode == "refuse":
+            await self._listen()
+        self._spared = False
+        self.mode = mode
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        self.requests += 1
+        mode = self.mode
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        if mode == "slow":
+            await asyncio.sleep(self.slow_seconds)
+        if mode == "5xx":
+            return web.json_response({"error": "internal"}, status=503)
+        if mode == "5xx_but_one":
+            if self._spared:
+                return web.json_response({"error": "internal"}, status=503)
+            self._spared = True
+        if mode == "429":
+            return web.json_response({"error": "slow down"}, status=429)
+        if mode == "401":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if mode == "malformed":
+            return web.Response(text='{"ok": tru', content_type="application/json")
+        if mode == "nested":
+            return web.Response(text="[" * 100_000 + "]" * 100_000, content_type="application/json")
+        if mode == "bad_utf8":
+            return web.Response(body=b'{"ok": "\xff\xfe"}', content_type="application/json")
+        if mode == "big_headers":
+            response = web.json_response({"ok": True})
+            response.headers["X-Filler"] = "x" * 200_000
+            return response
+        if mode == "huge":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            chunk = b" " * 65536
+            for _ in range(1000):  # 64 MiB, more than any bound
+                await response.write(chunk)
+            return response
+        if mode == "reset":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 1000
+            await response.prepare(request)
+            await response.write(b'{"ok": true, "pad": "')
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        if mode == "redirect_loop":
+            raise web.HTTPFound("/loop")
+        return None
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        body = await request.json()
+        if body.get("password") != self.password:
+            return web.json_response({"error": "bad password"}, status=401)
+        return web.json_response({"token": f"tok-{next(self._tokens):06d}-secret", "ok": True})
+
+    async def _send(self, request: web.Request) -> web.StreamResponse:
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        if not request.headers.get("Authorization", "").startswith("Bearer tok-"):
+            return web.json_response({"error": "no token"}, status=401)
+        body = await request.json()
+        self.messages.append(json.dumps(body))
+        return web.json_response({"ok": True, "id": len(self.messages)})
+
+    async def _ping(self, request: web.Request) -> web.StreamResponse:
+        fault = await self._fault(request)
+        return fault if fault is not None else web.Response(text="pong")
+
+    async def _loop_redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/loop")

@@ -1,0 +1,68 @@
+"""The in-memory rolling windows and month tallies agree with a brute-force recount."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prober.sla import ServiceCalendar, State
+from prober.sla.types import STATE_CODES
+from prober.view import RING, WINDOWS, MinuteRing, TargetView
+
+CODES = [STATE_CODES[s] for s in State]
+
+
+def recount(rows: dict[int, int], head: int, width: int) -> tuple[int, int]:
+    inside = [c for m, c in rows.items() if head - width < m <= head]
+    return (
+        sum(c == STATE_CODES[State.AVAILABLE] for c in inside),
+        sum(c == STATE_CODES[State.APPARENT_FAILURE] for c in inside),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3000), st.sampled_from(CODES)), max_size=60))
+def test_ring_windows_match_a_recount(steps) -> None:
+    ring = MinuteRing()
+    rows: dict[int, int] = {}
+    minute = 10_000_000
+    for gap, code in steps:
+        minute += gap
+        ring.put(minute, code)
+        rows[minute] = code
+        for name, width in WINDOWS.items():
+            assert (ring.available[name], ring.failed[name]) == recount(rows, minute, width), name
+
+
+def test_ring_survives_a_gap_longer_than_the_ring() -> None:
+    ring = MinuteRing()
+    for m in range(100):
+        ring.put(m, STATE_CODES[State.APPARENT_FAILURE])
+    ring.put(100 + 2 * RING, STATE_CODES[State.AVAILABLE])
+    assert ring.failed == dict.fromkeys(WINDOWS, 0)
+    assert ring.available == dict.fromkeys(WINDOWS, 1)
+
+
+def test_late_rows_inside_the_windows_are_counted_once() -> None:
+    ring = MinuteRing()
+    ring.put(1000, STATE_CODES[State.AVAILABLE])
+    ring.put(990, STATE_CODES[State.APPARENT_FAILURE])
+    ring.put(990, STATE_CODES[State.APPARENT_FAILURE])
+    assert ring.failed["1h"] == 1 and ring.available["1h"] == 1
+    assert ring.availability("1h") == 0.5
+
+
+def test_month_tally_rolls_over() -> None:
+    view = TargetView(ServiceCalendar(date(2026, 3, 17), "UTC"))
+    first = view.calendar.month(0)
+    view.add(first.end_minute - 1, State.APPARENT_FAILURE)
+    assert view.month is not None and view.month.counts[State.APPARENT_FAILURE] == 1
+    view.add(first.end_minute, State.AVAILABLE)
+    assert view.month.month.index == 1
+    assert view.month.counts == {State.AVAILABLE: 1}
+    view.add(first.end_minute - 5, State.APPARENT_FAILURE)  # an old row does not roll back
+    assert view.month.month.index == 1
+    assert view.current_month(first.end_minute * 60 + 30).counts == {State.AVAILABLE: 1}
+    assert view.current_month(view.calendar.month(1).end_minute * 60).month.index == 2

@@ -6,11 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := config/sample.yaml
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -22,7 +21,14 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check prober tests bench
 	$(BIN)/ruff format --check prober tests bench
 
-test: $(BIN)/.installed lint
+# promtool (Debian's prometheus package) checks the daemon's real /metrics in the tests.
+system-deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus package (promtool)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: system-deps $(BIN)/.installed lint
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from .secrets import redact
 from .sla import ServiceMonth
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,7 +72,7 @@ def cmd_config_schema(_args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, resolve_secrets=False)
     target = config.config.target(args.target)
     now = _now(args)
     month = _month(config, args.target, args.month, now)
@@ -84,7 +86,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_evidence(args: argparse.Namespace) -> int:
     from .evidence import write_evidence
 
-    config = load_config(args.config)
+    config = load_config(args.config, resolve_secrets=False)
     target = config.config.target(args.target)
     now = _now(args)
     month = _month(config, args.target, args.month, now)
@@ -100,7 +102,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_export(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, resolve_secrets=False)
     if args.target:
         config.config.target(args.target)
     since = parse_instant(args.since).timestamp() // 60 if args.since else None
@@ -118,7 +120,7 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_import(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, resolve_secrets=False)
     path = Path(args.csv)
     rows = read_rows(path, {t.name for t in config.config.targets})
     with _open_ledger(config, create=True) as ledger:
@@ -244,3 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: say so in one line, still without a traceback
+        print(
+            f"im-prober: internal error: {type(exc).__name__}: {redact(str(exc))} "
+            "(please report it; run with IM_PROBER_TRACEBACK=1 for details)",
+            file=sys.stderr,
+        )
+        if os.environ.get("IM_PROBER_TRACEBACK"):
+            raise
+        return EXIT_INTERNAL

@@ -428,14 +428,14 @@ class ConfigFile:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def parse_config(text: str, path: Path) -> ConfigFile:
+def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> ConfigFile:
     try:
         document: YamlDocument = load_yaml(text)
     except YamlError as exc:
         raise ConfigError(path, [(exc.line, "", str(exc))]) from None
     if not isinstance(document.data, dict):
         raise ConfigError(path, [(1, "", "the config must be a YAML mapping with `targets:`")])
-    data, secret_problems = resolve_references(document.data, path.parent)
+    data, secret_problems = resolve_references(document.data, path.parent, resolve=resolve_secrets)
     problems = [(document.line_of(loc), dotted(loc, document), msg) for loc, msg in secret_problems]
     unresolved = [loc for loc, _ in secret_problems]
     try:
@@ -460,7 +460,9 @@ def parse_config(text: str, path: Path) -> ConfigFile:
     return ConfigFile(path, config, text)
 
 
-def load_config(path: str | Path) -> ConfigFile:
+def load_config(path: str | Path, *, resolve_secrets: bool = True) -> ConfigFile:
+    """Load and validate a config. Commands that only read the ledger pass
+    `resolve_secrets=False`: references are checked for form but not read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -468,7 +470,7 @@ def load_config(path: str | Path) -> ConfigFile:
         raise UserError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the config: {exc}") from None
-    return parse_config(text, path)
+    return parse_config(text, path, resolve_secrets=resolve_secrets)
 
 
 def json_schema() -> dict[str, Any]:

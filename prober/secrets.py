@@ -36,12 +36,21 @@ class Secret:
 
     __slots__ = ("_value", "source")
 
-    def __init__(self, value: str, source: str, *, ephemeral: bool = False) -> None:
+    def __init__(self, value: str | None, source: str, *, ephemeral: bool = False) -> None:
         self._value = value
         self.source = source
-        remember(value, ephemeral=ephemeral)
+        if value is not None:
+            remember(value, ephemeral=ephemeral)
+
+    @classmethod
+    def unresolved(cls, source: str) -> Secret:
+        """A reference kept as a name only: for commands that never use the value
+        (reports, exports), so they run where the probe credentials are not present."""
+        return cls(None, source)
 
     def reveal(self) -> str:
+        if self._value is None:
+            raise RuntimeError(f"the secret from {self.source} was not loaded")
         return self._value
 
     def __repr__(self) -> str:
@@ -85,10 +94,12 @@ def redact(text: str) -> str:
     return pattern.sub(REDACTED, text)
 
 
-def _resolve_one(ref: dict[str, Any], base_dir: Path) -> Secret:
+def _resolve_one(ref: dict[str, Any], base_dir: Path, resolve: bool = True) -> Secret:
     ((kind, name),) = ref.items()
     if not isinstance(name, str) or not name:
         raise SecretReferenceError(f"a {{{kind}: ...}} secret reference needs a non-empty name")
+    if not resolve:
+        return Secret.unresolved(f"{kind}:{name}")
     if kind == "env":
         value = os.environ.get(name)
         if value is None:
@@ -117,18 +128,18 @@ def is_reference(value: Any) -> bool:
 
 
 def resolve_references(
-    data: Any, base_dir: Path, path: tuple[str | int, ...] = ()
+    data: Any, base_dir: Path, path: tuple[str | int, ...] = (), *, resolve: bool = True
 ) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
-    """Replace every reference in a loaded YAML tree by a `Secret`.
-
-    Returns the new tree and the problems found, each with its location.
+    """Replace every reference in a loaded YAML tree by a `Secret` (read now, or with
+    `resolve=False` only named). Returns the new tree and the problems found, each with its
+    location.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
 
     def walk(node: Any, where: tuple[str | int, ...]) -> Any:
         if is_reference(node):
             try:
-                return _resolve_one(node, base_dir)
+                return _resolve_one(node, base_dir, resolve)
             except SecretReferenceError as exc:
                 problems.append((where, str(exc)))
                 return None

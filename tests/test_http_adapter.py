@@ -153,17 +153,42 @@ def test_extracted_secret_token_is_redacted_from_details(chat: ChatServer) -> No
     assert leaked.detail == "echo <redacted>"
 
 
-def test_unknown_variable_is_a_client_error(chat: ChatServer) -> None:
-    async def main():
-        adapter = HttpAdapter("chat", section(chat), TIMEOUT)
+def test_missing_token_runs_login_first_or_is_a_client_error(chat: ChatServer) -> None:
+    async def main(**extra):
+        adapter = HttpAdapter("chat", section(chat, **extra), TIMEOUT)
         try:
-            return (await attempt(adapter, "send_c2c"))[0]  # no login yet: no {token}
+            first = (await attempt(adapter, "send_c2c"))[0]  # no login yet: no {token}
+            # an expired token: the service answers 401, login runs again, the send is retried
+            adapter.carried["token"] = Secret("expired-token", "test")
+            second = (await attempt(adapter, "send_c2c"))[0]
+            return first, second
         finally:
             await adapter.aclose()
 
+    chat.set_mode("ok")
+    sent = len(chat.messages)
+    first, second = asyncio.run(main())
+    assert first.outcome is Outcome.SUCCESS and second.outcome is Outcome.SUCCESS
+    assert len(chat.messages) == sent + 2
+    first, second = asyncio.run(main(refresh_with=None))
+    assert (first.outcome, first.error_kind) == (Outcome.CLIENT_ERROR, "config")
+    assert "no value for {token}" in first.detail
+    assert (second.outcome, second.error_kind) == (Outcome.CLIENT_ERROR, "auth")
+
+
+def test_failed_refresh_is_reported_as_such(chat: ChatServer) -> None:
+    async def main():
+        adapter = HttpAdapter("chat", section(chat), TIMEOUT)
+        try:
+            chat.set_mode("5xx")
+            return (await attempt(adapter, "send_c2c"))[0]
+        finally:
+            chat.set_mode("ok")
+            await adapter.aclose()
+
     result = asyncio.run(main())
-    assert (result.outcome, result.error_kind) == (Outcome.CLIENT_ERROR, "config")
-    assert "no value for {token}" in result.detail
+    assert (result.outcome, result.error_kind) == (Outcome.FAILURE, "http_5xx")
+    assert result.detail.startswith("login (refresh): ")
 
 
 def test_dns_failure(chat: ChatServer) -> None:

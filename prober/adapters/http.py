@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ..fields import SecretRef
 from ..secrets import Secret
+from ..sla import Outcome
 from . import base
 from .templates import MISSING, TemplateError, builtins, lookup, parse_path, render, render_text
 from .transport import classify_exception, make_client, read_bounded, status_result
@@ -86,6 +87,11 @@ class HttpSection(base.Section):
     fresh_connection: bool = Field(
         False, description="a new connection for every attempt (DNS, TCP, TLS each time)"
     )
+    refresh_with: str | None = Field(
+        "login",
+        description="probe whose steps run first when a needed value is missing or a step "
+        "gets 401/403 (e.g. an expired token); null to turn off",
+    )
 
     @field_validator("probes")
     @classmethod
@@ -144,33 +150,49 @@ class HttpAdapter(base.Adapter):
                 {"target": context.target, "probe": context.probe, "attempt_id": context.attempt_id}
             ),
         }
-        steps = self.config.probes[context.probe]
+        result, stale = await self._run(self.config.probes[context.probe], values)
+        refresh = self.config.refresh_with
+        if stale and refresh and refresh != context.probe and refresh in self.config.probes:
+            # A value the steps need is missing or was refused (401/403): run the refresh
+            # probe's steps (usually login) within this attempt, then try once more.
+            refreshed, _ = await self._run(self.config.probes[refresh], values)
+            if refreshed.outcome is not Outcome.SUCCESS:
+                return base.Result(
+                    refreshed.outcome,
+                    refreshed.error_kind,
+                    refreshed.error_code,
+                    refreshed.http_status,
+                    f"{refresh} (refresh): {refreshed.detail}",
+                )
+            result, _ = await self._run(self.config.probes[context.probe], values)
+        return result
+
+    async def _run(self, steps: list[Step], values: dict[str, Any]) -> tuple[base.Result, bool]:
+        """Run steps in order; also says whether a refresh (login) could help."""
         last_status: int | None = None
         for index, step in enumerate(steps):
             label = step.name or f"step {index + 1}"
             try:
-                request = self._request(step, values, context)
+                request = self._request(step, values)
             except TemplateError as exc:
-                return base.client_error(base.CONFIG, f"{label}: {exc}")
+                return base.client_error(base.CONFIG, f"{label}: {exc}"), exc.missing
             result, document, status = await self._exchange(request, step, label)
             if result is not None:
-                return result
+                return result, result.error_kind == base.AUTH
             last_status = status
             for name, spec in step.extracts().items():
                 found = lookup(document, parse_path(spec.path))
                 if found is MISSING:
                     return base.failure(
                         base.ASSERTION, f"{label}: no {spec.path} to extract", http_status=status
-                    )
+                    ), False
                 if spec.secret:
                     found = Secret(str(found), f"extracted:{name}", ephemeral=True)
                 values[name] = found
                 self.carried[name] = found
-        return base.Result.ok(http_status=last_status)
+        return base.Result.ok(http_status=last_status), False
 
-    def _request(
-        self, step: Step, values: dict[str, Any], context: base.ProbeContext
-    ) -> httpx.Request:
+    def _request(self, step: Step, values: dict[str, Any]) -> httpx.Request:
         url = render_text(step.url, values)
         if self.config.base_url and not urlsplit(url).scheme:
             url = self.config.base_url.rstrip("/") + "/" + url.lstrip("/")

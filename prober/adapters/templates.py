@@ -17,7 +17,9 @@ _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 class TemplateError(ValueError):
-    pass
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing  # a value that an earlier step (e.g. login) would provide
 
 
 def builtins(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +43,7 @@ def placeholders(text: str) -> set[str]:
 
 def _value(name: str, values: Mapping[str, Any]) -> Any:
     if name not in values:
-        raise TemplateError(f"no value for {{{name}}}")
+        raise TemplateError(f"no value for {{{name}}}", missing=True)
     value = values[name]
     return value.reveal() if isinstance(value, Secret) else value
 

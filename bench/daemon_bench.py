@@ -1,0 +1,221 @@
+"""Daemon benchmark: N `http` targets, 4 attempts a minute each, against a fast local server.
+
+For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1), lets it
+warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
+(p50/p99 from the lag histogram) and /metrics scrape time. The baseline, measured in the
+same run, is a bare httpx keep-alive client sending the same requests in a loop: the cost of
+one HTTP exchange on this machine, which no prober can go below.
+
+    python bench/daemon_bench.py [--targets 1 100 1000 5000] [--minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
+
+
+def write_config(path: Path, targets: int, server: str) -> None:
+    lines = ["ledger: {path: ledger.sqlite3}", "targets:"]
+    for i in range(targets):
+        lines += [
+            f"  - name: t{i:05d}",
+            "    kind: http",
+            f"    http: {{base_url: '{server}', probes: {{send_c2c: [{{method: POST, url: /send, "
+            "json: {text: 'bench {uuid}'}, expect_json: {ok: true}}]}}",
+            "    probes: {send_c2c: {attempts_per_minute: 4, timeout: 5s}}",
+            "    sla: {service_month_anchor: 2026-01-01}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
+def histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    buckets, count = [], 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name == f"{name}_count":
+                count += sample.value
+    return sorted(buckets), count
+
+
+def attempts_done(text: str) -> float:
+    return histogram(text, "im_probe_duration_seconds")[1]
+
+
+def quantile(
+    buckets: list[tuple[float, float]], before: list[tuple[float, float]], q: float
+) -> float:
+    """Upper bound of the bucket holding quantile q of the observations between two scrapes."""
+    earlier = dict(before)
+    deltas = [(le, value - earlier.get(le, 0.0)) for le, value in buckets]
+    total = deltas[-1][1]
+    for le, cumulative in deltas:
+        if total and cumulative >= q * total:
+            return le
+    return float("nan")
+
+
+def baseline(server: str, requests: int) -> float:
+    """CPU seconds per request of a bare httpx keep-alive client."""
+    import httpx
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=server) as client:
+            for _ in range(requests):
+                response = await client.post("/send", json={"text": "bench"})
+                response.json()
+
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    asyncio.run(main())
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    return (end.ru_utime - start.ru_utime + end.ru_stime - start.ru_stime) / requests
+
+
+def run_one(targets: int, minutes: int, server: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        write_config(config, targets, server)
+        port = free_port()
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        proc = subprocess.Popen(
+            [
+                *pinned(0),
+                sys.executable,
+                "-m",
+                "prober",
+                "run",
+                "-c",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(tmp) / "log", "w"),  # noqa: SIM115
+        )
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    scrape(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError((Path(tmp) / "log").read_text()) from None
+                    time.sleep(0.2)
+            # warm up to the start of a whole minute after the first full minute
+            start_at = (int(time.time() // 60) + 2) * 60 + 1
+            time.sleep(max(0.0, start_at - time.time()))
+            text0 = scrape(metrics_url)
+            cpu0, t0 = cpu_seconds(proc.pid), time.time()
+            time.sleep(minutes * 60)
+            text1 = scrape(metrics_url)
+            cpu1, t1 = cpu_seconds(proc.pid), time.time()
+            scrape_times = []
+            for _ in range(5):
+                s0 = time.perf_counter()
+                body = scrape(metrics_url)
+                scrape_times.append(time.perf_counter() - s0)
+            lag0, _ = histogram(text0, "im_scheduler_lag_seconds")
+            lag1, _ = histogram(text1, "im_scheduler_lag_seconds")
+            attempts = attempts_done(text1) - attempts_done(text0)
+            return {
+                "targets": targets,
+                "attempts_per_s": attempts / (t1 - t0),
+                "cpu_us_per_attempt": (cpu1 - cpu0) / attempts * 1e6,
+                "rss_mb": rss_mb(proc.pid),
+                "lag_p50_ms": quantile(lag1, lag0, 0.5) * 1000,
+                "lag_p99_ms": quantile(lag1, lag0, 0.99) * 1000,
+                "scrape_ms": statistics.median(scrape_times) * 1000,
+                "scrape_lines": body.count("\n"),
+            }
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, nargs="+", default=[1, 100, 1000, 5000])
+    parser.add_argument("--minutes", type=int, default=2)
+    args = parser.parse_args()
+    port = free_port()
+    server = subprocess.Popen(
+        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        time.sleep(1.5)
+        base = baseline(url, 3000)
+        print(f"baseline: bare httpx keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
+        print(
+            "targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  lag p50/p99 ms  "
+            "scrape ms (lines)"
+        )
+        for n in args.targets:
+            r = run_one(n, args.minutes, url)
+            print(
+                f"{n:7d}  {r['attempts_per_s']:10.1f}  {r['cpu_us_per_attempt']:8.0f} "
+                f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "
+                f"{r['rss_mb']:6.0f}  {r['lag_p50_ms']:5.0f} / {r['lag_p99_ms']:<5.0f}    "
+                f"{r['scrape_ms']:6.1f} ({r['scrape_lines']})",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,8 @@
 For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1), lets it
 warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
 (p50/p99 from the lag histogram) and /metrics scrape time. The baseline, measured in the
-same run, is a bare httpx keep-alive client sending the same requests in a loop: the cost of
-one HTTP exchange on this machine, which no prober can go below.
+same run, is a bare aiohttp keep-alive client sending the same requests in a loop: the cost
+of one HTTP exchange on this machine, which no prober built on it can go below.
 
     python bench/daemon_bench.py [--targets 1 100 1000 5000] [--minutes 2]
 """
@@ -102,14 +102,15 @@ def quantile(
 
 
 def baseline(server: str, requests: int) -> float:
-    """CPU seconds per request of a bare httpx keep-alive client."""
-    import httpx
+    """CPU seconds per request of a bare aiohttp keep-alive client (the daemon's own HTTP
+    stack, with nothing around it)."""
+    import aiohttp
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=server) as client:
+        async with aiohttp.ClientSession(server) as session:
             for _ in range(requests):
-                response = await client.post("/send", json={"text": "bench"})
-                response.json()
+                async with session.post("/send", json={"text": "bench"}) as response:
+                    await response.json()
 
     start = resource.getrusage(resource.RUSAGE_SELF)
     asyncio.run(main())
@@ -198,7 +199,7 @@ def main() -> None:
     try:
         time.sleep(1.5)
         base = baseline(url, 3000)
-        print(f"baseline: bare httpx keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
+        print(f"baseline: bare aiohttp keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
         print(
             "targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  lag p50/p99 ms  "
             "scrape ms (lines)"

@@ -6,24 +6,26 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import aiohttp
 
-from .adapters.transport import make_client
+from .adapters.transport import make_session
 from .config import NetworkCheckConfig
 
 
 class NetworkCheck:
     def __init__(self, config: NetworkCheckConfig) -> None:
         self.config = config
-        self.client = make_client(timeout=config.timeout, max_connections=len(config.urls) + 1)
+        self._session: aiohttp.ClientSession | None = None
 
     async def _reachable(self, url: str) -> bool:
+        if self._session is None:
+            self._session = make_session(max_connections=len(self.config.urls) + 1)
         try:
             async with asyncio.timeout(self.config.timeout):
-                response = await self.client.get(url, headers={"User-Agent": "im-prober"})
-                await response.aclose()
+                response = await self._session.get(url, headers={"User-Agent": "im-prober"})
+                response.release()
                 return True
-        except (httpx.HTTPError, OSError, TimeoutError):
+        except (aiohttp.ClientError, OSError, TimeoutError):
             return False
 
     async def all_failed(self) -> bool:
@@ -31,4 +33,5 @@ class NetworkCheck:
         return not any(results)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()

@@ -107,7 +107,7 @@ def test_login_then_send_carries_the_token(chat: ChatServer) -> None:
         ("huge", Outcome.FAILURE, "body_too_large", 200),
         ("reset", Outcome.FAILURE, "reset", None),
         ("refuse", Outcome.FAILURE, "connect", None),
-        ("big_headers", Outcome.FAILURE, "reset", None),
+        ("big_headers", Outcome.FAILURE, "bad_response", None),
     ],
 )
 def test_faults_map_to_outcomes(chat: ChatServer, mode, outcome, kind, status) -> None:

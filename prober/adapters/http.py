@@ -10,11 +10,12 @@ serve the send probes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ..fields import SecretRef
@@ -22,7 +23,7 @@ from ..secrets import Secret
 from ..sla import Outcome
 from . import base
 from .templates import MISSING, TemplateError, builtins, lookup, parse_path, render, render_text
-from .transport import classify_exception, make_client, read_bounded, status_result
+from .transport import classify_exception, make_session, read_bounded, status_result
 
 Scalar = str | int | float | bool
 
@@ -109,6 +110,14 @@ class HttpSection(base.Section):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+
+
 def _path_only(url: str) -> str:
     # Details never carry a query string: tokens and signatures travel there.
     parts = urlsplit(url)
@@ -124,12 +133,7 @@ class HttpAdapter(base.Adapter):
         super().__init__(target, section, timeout)
         assert isinstance(section, HttpSection)
         self.config: HttpSection = section
-        self.client = make_client(
-            timeout=timeout,
-            verify=section.tls_verify,
-            ca_file=section.ca_file,
-            max_redirects=section.max_redirects,
-        )
+        self._session: aiohttp.ClientSession | None = None  # made inside the event loop
         self.carried: dict[str, Any] = {}  # values extracted by earlier attempts
 
     @classmethod
@@ -139,8 +143,19 @@ class HttpAdapter(base.Adapter):
             f"probe {p} has no steps in the http section" for p in probes if p not in section.probes
         ]
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session(
+                verify=self.config.tls_verify,
+                ca_file=self.config.ca_file,
+                fresh_connection=self.config.fresh_connection,
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def attempt(self, context: base.ProbeContext) -> base.Result:
         values: dict[str, Any] = {
@@ -192,15 +207,15 @@ class HttpAdapter(base.Adapter):
                 self.carried[name] = found
         return base.Result.ok(http_status=last_status), False
 
-    def _request(self, step: Step, values: dict[str, Any]) -> httpx.Request:
+    def _request(self, step: Step, values: dict[str, Any]) -> Request:
         url = render_text(step.url, values)
         if self.config.base_url and not urlsplit(url).scheme:
             url = self.config.base_url.rstrip("/") + "/" + url.lstrip("/")
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise TemplateError(f"bad URL {_path_only(url)!r}: not http(s)")
         headers = {
             k: str(render(v, values)) for k, v in {**self.config.headers, **step.headers}.items()
         }
-        if self.config.fresh_connection:
-            headers["Connection"] = "close"
         headers.setdefault("User-Agent", "im-prober")
         content: bytes | None = None
         if step.json_body is not None:
@@ -208,17 +223,21 @@ class HttpAdapter(base.Adapter):
             headers.setdefault("Content-Type", "application/json")
         elif step.body is not None:
             content = render_text(step.body, values).encode()
-        try:
-            return self.client.build_request(step.method, url, headers=headers, content=content)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
-            raise TemplateError(f"bad URL: {exc}") from None
+        return Request(step.method, url, headers, content)
 
     async def _exchange(
-        self, request: httpx.Request, step: Step, label: str
+        self, request: Request, step: Step, label: str
     ) -> tuple[base.Result | None, Any, int | None]:
-        where = f"{label}: {request.method} {_path_only(str(request.url))}"
+        where = f"{label}: {request.method} {_path_only(request.url)}"
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.content,
+                allow_redirects=self.config.max_redirects > 0,
+                max_redirects=max(self.config.max_redirects, 1),
+            )
         except Exception as exc:
             result = classify_exception(exc)
             return (
@@ -227,7 +246,7 @@ class HttpAdapter(base.Adapter):
                 None,
             )
         try:
-            status = response.status_code
+            status = response.status
             detail = f"{where} -> {status}"
             forced = status_result(status, detail)
             if forced is not None:
@@ -262,7 +281,7 @@ class HttpAdapter(base.Adapter):
                     status,
                 )
         finally:
-            await response.aclose()
+            response.release()
         if not step.expect_json and not step.extract:
             return None, None, status
         try:

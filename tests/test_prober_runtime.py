@@ -1,0 +1,144 @@
+"""The runtime's closing logic with a wall clock the test moves: clock steps forward and
+back, the network check, storage failures with the bounded in-memory buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+from prober.config import parse_config
+from prober.ledger import Ledger
+from prober.plan import Planned
+from prober.scheduler import Prober
+from prober.sla import Outcome, Reason, State
+
+from .chat_app import free_port
+
+BASE = 29_930_000 * 60  # a whole minute, as epoch seconds
+
+
+class FakeClock:
+    def __init__(self, wall: float) -> None:
+        self.now = wall
+        self._mono = 1000.0
+
+    def wall(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        self._mono += 0.001
+        return self._mono
+
+
+def make(tmp_path: Path, network: bool = False) -> tuple[Prober, FakeClock, Ledger]:
+    closed = free_port()
+    text = textwrap.dedent(f"""\
+        ledger: {{path: ledger.sqlite3}}
+        {f"network_check: {{urls: ['http://127.0.0.1:{closed}/'], timeout: 1s}}" if network else ""}
+        targets:
+          - name: t
+            kind: http
+            http: {{probes: {{login: [{{url: "http://127.0.0.1:{closed}/"}}]}}}}
+            probes: {{login: {{attempts_per_minute: 1, timeout: 1s}}}}
+            sla: {{service_month_anchor: 2026-01-01}}
+        """)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    config = parse_config(text, path)
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    clock = FakeClock(BASE + 5)
+    return Prober(config, ledger, clock=clock), clock, ledger
+
+
+def rows(ledger: Ledger) -> dict[int, tuple[State, Reason]]:
+    return {r.minute: (r.state, r.reason) for r in ledger.minute_rows("t") if r.probe == ""}
+
+
+def test_forward_clock_step_closes_every_skipped_minute_as_no_data(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        start = int(BASE // 60)
+        clock.now += 300  # the wall clock jumps five minutes ahead
+        await prober._plan_next()
+        await prober._close_due()
+        got = rows(ledger)
+        # now is 5 min 5 s past the start: minutes start..start+4 have ended and closed
+        assert sorted(got) == list(range(start, start + 5))
+        assert all(v == (State.NO_DATA, Reason.PROBER_DOWN) for v in got.values())
+        assert prober.process.clock_steps == 1
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_attempt_for_a_closed_minute_is_discarded_and_counted(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        start = int(BASE // 60)
+        clock.now = (start + 2) * 60 + 10
+        await prober._close_due()
+        assert prober.next_close == start + 2
+        # the wall clock steps back into the closed minute; an attempt started there is late
+        clock.now = start * 60 + 30
+        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
+        prober.book.started(start)
+        await prober._attempt(planned, prober.targets["t"].adapter)
+        assert prober.process.discarded_attempts == 1
+        assert rows(ledger)[start] == (State.NO_DATA, Reason.PROBER_DOWN)
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_failed_network_check_excludes_the_minute(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path, network=True)
+        await prober.start()
+        minute = int(BASE // 60)
+        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
+        prober.book.started(minute)
+        await prober._attempt(planned, prober.targets["t"].adapter)  # refused: a failure
+        assert prober.netcheck is not None
+        await prober._network_round(minute, prober.netcheck)
+        assert prober.process.network_up == 0
+        clock.now = (minute + 1) * 60 + 10
+        await prober._close_due()
+        assert rows(ledger)[minute] == (State.NO_DATA, Reason.PROBER_NETWORK)
+        [attempt] = ledger.attempts_in("t", minute, minute + 1)
+        assert attempt.outcome is Outcome.PROBER_FAULT and attempt.error_kind == "connect"
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_unwritable_ledger_buffers_minutes_and_writes_them_later(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        minute = int(BASE // 60)
+        real_write = ledger.write_minutes
+        failing = {"on": True}
+
+        def write(batch):
+            if failing["on"]:
+                raise OSError(28, "No space left on device")
+            return real_write(batch)
+
+        ledger.write_minutes = write  # the disk fills up
+        clock.now = (minute + 3) * 60 + 10
+        await prober._close_due()
+        assert prober.process.ledger_write_errors == 1
+        assert not prober.readiness()[0]
+        assert sum(len(b) for b in prober.pending) == 3
+        failing["on"] = False  # space again
+        clock.now += 60
+        await prober._close_due()
+        assert prober.ledger_ok and not prober.pending
+        assert sorted(rows(ledger)) == [minute, minute + 1, minute + 2, minute + 3]
+        assert prober.view.verdicts[("t", "")][State.NO_DATA] == 4
+        await prober.stop()
+
+    asyncio.run(main())

@@ -78,6 +78,23 @@ class MinuteBook:
 
     def close(self, minute: int, targets: Iterable[TargetRules]) -> list[ClosedMinute]:
         """Decide `minute` for every target and forget its attempts."""
+        closed = self.decide(minute, targets)
+        self.seal(minute)
+        return closed
+
+    def seal(self, minute: int) -> None:
+        """Mark `minute` closed once every target has been decided: later attempts for it are
+        refused, and what is left of it (targets removed meanwhile) is dropped."""
+        self.network_rounds.pop(minute, None)
+        self.closed_through = (
+            minute if self.closed_through is None else max(self.closed_through, minute)
+        )
+        for key in [k for k in self.attempts if k[1] <= minute]:
+            del self.attempts[key]
+
+    def decide(self, minute: int, targets: Iterable[TargetRules]) -> list[ClosedMinute]:
+        """Decide `minute` for these targets (the closer may go in chunks), taking their
+        attempts out of the book."""
         network_failed = self.network_failed(minute)
         closed = []
         for rules in targets:
@@ -110,13 +127,6 @@ class MinuteBook:
             for counts in per_probe.values():
                 total = total + counts
             closed.append(ClosedMinute(rules.name, minute, verdict, total, probes, attempts))
-        self.network_rounds.pop(minute, None)
-        self.closed_through = (
-            minute if self.closed_through is None else max(self.closed_through, minute)
-        )
-        # attempts of targets that were removed meanwhile have nowhere to go
-        for key in [k for k in self.attempts if k[1] <= minute]:
-            del self.attempts[key]
         return closed
 
 

@@ -152,6 +152,40 @@ def cmd_probe_once(args: argparse.Namespace) -> int:
     return 0 if all_succeeded(rows) else 1
 
 
+def _env_secret(name: str | None, flag: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise UserError(f"{flag}: environment variable {name} is not set")
+    return value
+
+
+def cmd_matrix_setup(args: argparse.Namespace) -> int:
+    from .matrix_setup import provision, snippet
+
+    shared = _env_secret(args.shared_secret_env, "--shared-secret-env")
+    admin = _env_secret(args.admin_token_env, "--admin-token-env")
+    if not shared and not admin:
+        raise UserError("give --shared-secret-env or --admin-token-env (and --server-name)")
+    password = _env_secret(args.password_env, "--password-env")
+    peer_password = _env_secret(args.peer_password_env, "--peer-password-env")
+    assert password is not None and peer_password is not None
+    done = provision(
+        args.homeserver,
+        user=args.user,
+        password=password,
+        peer=args.peer,
+        peer_password=peer_password,
+        shared_secret=shared,
+        admin_token=admin,
+        server_name=args.server_name,
+    )
+    print(f"# accounts {done.user} and {done.peer_user}, rooms ready; the target's section:")
+    print(snippet(done, args.password_env, args.peer_password_env), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="im-prober",
@@ -191,6 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(sub)
     sub.add_argument("--target", help="only this target")
+
+    sub = add(
+        "matrix-setup",
+        cmd_matrix_setup,
+        "create the Matrix probe accounts and rooms (idempotent); print the config",
+    )
+    sub.add_argument("--homeserver", required=True, help="e.g. https://matrix.example.org")
+    sub.add_argument("--user", default="im-prober", help="probe account localpart")
+    sub.add_argument("--peer", default="im-prober-peer", help="second account localpart")
+    sub.add_argument(
+        "--password-env",
+        required=True,
+        help="environment variable holding the probe account's password",
+    )
+    sub.add_argument(
+        "--peer-password-env",
+        required=True,
+        help="environment variable holding the second account's password",
+    )
+    sub.add_argument(
+        "--shared-secret-env",
+        help="environment variable holding Synapse's registration_shared_secret",
+    )
+    sub.add_argument("--admin-token-env", help="environment variable holding an admin token")
+    sub.add_argument("--server-name", help="the homeserver's server_name (with an admin token)")
 
     sub = add("check-config", cmd_check_config, "validate a config; print it with secrets redacted")
     with_config(sub)

@@ -207,13 +207,21 @@ class TargetBase(Strict):
     sla: SLAConfig
     maintenance: list[Maintenance] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_foreign_section(cls, data: Any) -> Any:
+        # Checked before the sections themselves, so a stray section is named as such
+        # rather than reported as a list of its missing keys.
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            others = [k for k in KINDS if k != data["kind"] and k in data]
+            if others:
+                raise ValueError(
+                    f"kind is {data['kind']}, so section(s) {', '.join(others)} do not belong"
+                )
+        return data
+
     @model_validator(mode="after")
     def _one_section(self) -> TargetBase:
-        others = [k for k in KINDS if k != self.kind and getattr(self, k, None) is not None]
-        if others:
-            raise ValueError(
-                f"kind is {self.kind}, so section(s) {', '.join(others)} do not belong"
-            )
         section = getattr(self, self.kind, None)
         adapter = REGISTRY.get(self.kind)
         if adapter is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 import uuid
@@ -38,6 +39,7 @@ from .sla import Outcome, Reason, State, Verdict
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
 STALL_LIMIT = 10.0  # seconds a minute may wait past its close time for attempts in flight
 NETWORK = "__network__"
+CHUNK = 200  # targets handled between yields to the event loop when planning and closing
 
 
 class UnsupportedKind(UserError):
@@ -102,6 +104,8 @@ class Prober:
         self.last_write_error_logged = 0.0
         self._close_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._run_id = uuid.uuid4().hex[:8]  # attempt ids: unique per run, cheap per attempt
+        self._attempt_ids = itertools.count(1)
 
     # -- settings derived from the config ------------------------------------------------
 
@@ -248,8 +252,14 @@ class Prober:
                 "are discarded and counted",
             )
         minute = int(self.clock.wall() // 60) + 1
-        if minute > self.planned_through:
-            self._plan(minute)
+        if minute <= self.planned_through:
+            return
+        self.planned_through = minute
+        runtimes = list(self.targets.values())
+        # In chunks, so attempts due now are not held up by planning thousands of others.
+        for start in range(0, max(len(runtimes), 1), CHUNK):
+            self._plan(minute, runtimes=runtimes[start : start + CHUNK], network=start == 0)
+            await asyncio.sleep(0)
 
     def _plan(
         self,
@@ -313,7 +323,11 @@ class Prober:
 
     async def _attempt(self, planned: Planned, adapter: Adapter) -> None:
         context = ProbeContext(
-            planned.target, planned.probe, planned.timeout, planned.at, uuid.uuid4().hex[:16]
+            planned.target,
+            planned.probe,
+            planned.timeout,
+            planned.at,
+            f"{self._run_id}-{next(self._attempt_ids)}",
         )
         started = self.clock.wall()
         t0 = self.clock.monotonic()
@@ -404,7 +418,13 @@ class Prober:
             overdue = now - ((minute + 1) * 60 + delay)
             if not final and self.book.busy(minute) and overdue < STALL_LIMIT:
                 break  # attempts of this minute still running: give them a moment
-            self.pending.append(self.book.close(minute, self._rules_for(minute)))
+            rules = self._rules_for(minute)
+            closed: list[ClosedMinute] = []
+            for start in range(0, len(rules), CHUNK):
+                closed += self.book.decide(minute, rules[start : start + CHUNK])
+                await asyncio.sleep(0)
+            self.book.seal(minute)
+            self.pending.append(closed)
             self.next_close += 1
             closed_any = True
         if closed_any or self.pending:
@@ -438,7 +458,9 @@ class Prober:
             event(logging.INFO, "ledger writable again", written_minutes=len(self.pending))
         self.ledger_ok = True
         self.pending.clear()
-        self.view.apply(written)
+        for start in range(0, len(written), CHUNK):
+            self.view.apply(written[start : start + CHUNK])
+            await asyncio.sleep(0)
 
     async def _prune(self) -> None:
         days = self.config.ledger.attempts_retention_days

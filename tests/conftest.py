@@ -39,3 +39,6 @@ def write_config(tmp_path: Path):
 @pytest.fixture
 def demo_config(write_config) -> Path:
     return write_config("ledger: {path: ledger.sqlite3}\ntargets:\n" + BASE_TARGET)
+
+
+from .synapse_fixture import matrix, strict_matrix  # noqa: E402,F401 - session fixtures

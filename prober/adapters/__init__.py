@@ -5,10 +5,12 @@ from __future__ import annotations
 from .base import Adapter, ProbeContext, Result, Section
 from .external import ExternalAdapter
 from .http import HttpAdapter
+from .matrix import MatrixAdapter
 
 REGISTRY: dict[str, type[Adapter]] = {
     HttpAdapter.kind: HttpAdapter,
     ExternalAdapter.kind: ExternalAdapter,
+    MatrixAdapter.kind: MatrixAdapter,
 }
 
 __all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section"]

@@ -158,13 +158,15 @@ class HttpAdapter(base.Adapter):
             await self._session.close()
 
     async def attempt(self, context: base.ProbeContext) -> base.Result:
-        values: dict[str, Any] = {
-            **self.config.variables,
-            **self.carried,
-            **builtins(
-                {"target": context.target, "probe": context.probe, "attempt_id": context.attempt_id}
-            ),
-        }
+        values = builtins(
+            {
+                **self.config.variables,
+                **self.carried,
+                "target": context.target,
+                "probe": context.probe,
+                "attempt_id": context.attempt_id,
+            }
+        )
         result, stale = await self._run(self.config.probes[context.probe], values)
         refresh = self.config.refresh_with
         if stale and refresh and refresh != context.probe and refresh in self.config.probes:

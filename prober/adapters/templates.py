@@ -22,19 +22,38 @@ class TemplateError(ValueError):
         self.missing = missing  # a value that an earlier step (e.g. login) would provide
 
 
-def builtins(context: Mapping[str, Any]) -> dict[str, Any]:
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Built-in values, made only when a template asks for them (most templates use one or two).
+_BUILTINS: dict[str, Any] = {
+    "uuid": lambda: str(uuid.uuid4()),
+    "random": lambda: _random.randbits(32),
+    "now": _iso_now,
+    "now_ms": lambda: int(time.time() * 1000),
+    "now_s": lambda: int(time.time()),
+}
+
+
+class Values(dict[str, Any]):
+    """Template values: configured and carried ones, plus built-ins made on first use and
+    then fixed for the rest of the attempt (a step's {uuid} is the same in URL and body)."""
+
+    def __missing__(self, key: str) -> Any:
+        make = _BUILTINS.get(key)
+        if make is None:
+            raise KeyError(key)
+        value = self[key] = make()
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in _BUILTINS
+
+
+def builtins(context: Mapping[str, Any]) -> Values:
     """Values every template may use; fresh for each attempt."""
-    now = time.time()
-    return {
-        "uuid": str(uuid.uuid4()),
-        "random": _random.randbits(32),
-        "now": datetime.fromtimestamp(now, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
-        "now_ms": int(now * 1000),
-        "now_s": int(now),
-        **context,
-    }
+    return Values(context)
 
 
 def placeholders(text: str) -> set[str]:

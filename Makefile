@@ -6,14 +6,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := config/sample.yaml
 
-.PHONY: run test lint bench clean system-deps
+.PHONY: run outage report test lint bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,demo]'
 	touch $@
 
+# The demo: a throwaway Synapse on 127.0.0.1, the real daemon probing it. Ctrl-C stops all.
 run: $(BIN)/.installed
+	$(BIN)/im-prober demo
+
+# While `make run` is running: make the homeserver fail for the next whole minute.
+outage:
+	kill -USR1 $$(cat data/demo/demo.pid)
+
+# The report of a bundled, generated service month (no daemon needed).
+report: $(BIN)/.installed
 	$(BIN)/im-prober ledger import -c $(SAMPLE) config/sample-minutes.csv.gz
 	$(BIN)/im-prober report -c $(SAMPLE) --target demo --month 2026-10
 
@@ -33,6 +42,7 @@ test: system-deps $(BIN)/.installed lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ledger_bench.py
+	$(BIN)/python bench/daemon_bench.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

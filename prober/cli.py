@@ -186,6 +186,12 @@ def cmd_matrix_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import main as demo
+
+    return demo(Path(args.dir), args.listen_address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="im-prober",
@@ -225,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_config(sub)
     sub.add_argument("--target", help="only this target")
+
+    sub = add(
+        "demo", cmd_demo, "run against a throwaway local Synapse (the demo extra); Ctrl-C stops"
+    )
+    sub.add_argument("--dir", default="data/demo", help="working folder (default data/demo)")
+    sub.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        help="host:port for /metrics (default 127.0.0.1:9469, or a free port)",
+    )
 
     sub = add(
         "matrix-setup",

@@ -81,8 +81,11 @@ class MatrixSection(base.Section):
     @field_validator("direct_room", "group_room")
     @classmethod
     def _room(cls, value: str | None) -> str | None:
-        if value is not None and not (value[:1] in "!#" and ":" in value):
-            raise ValueError("a room is an id (!abc:example.org) or an alias (#name:example.org)")
+        # Room ids carry a server name only in room versions before 12; aliases always do.
+        if value is not None and not (
+            (value.startswith("!") and len(value) > 1) or (value.startswith("#") and ":" in value)
+        ):
+            raise ValueError("a room is an id (!abc…) or an alias (#name:example.org)")
         return value
 
 

@@ -55,6 +55,18 @@ class HomeserverError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies (Linux),
+    so a killed demo or test run leaves no homeserver behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Homeserver:
     def __init__(self, workdir: Path, *, port: int | None = None, relaxed: bool = True) -> None:
         self.workdir = workdir

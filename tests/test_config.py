@@ -31,6 +31,8 @@ def test_example_and_sample_configs_are_valid(monkeypatch) -> None:
     monkeypatch.setenv("TENCENT_IM_SECRET_KEY", "an-example-secret-key")
     monkeypatch.setenv("CHAT_PROBE_PASSWORD", "an-example-password")
     monkeypatch.setenv("IM_SDK_KEY", "an-example-sdk-key")
+    monkeypatch.setenv("MATRIX_PROBE_PASSWORD", "an-example-matrix-password")
+    monkeypatch.setenv("MATRIX_PEER_PASSWORD", "an-example-peer-password")
     example = load_config(ROOT / "config" / "example.yaml").config
     target = example.targets[0]
     assert target.sla.objective_exact == Fraction(99, 100)

@@ -113,6 +113,11 @@ class ChatServer:
     async def _cleanup(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        # handlers still hanging (mode "hang") end here rather than being destroyed pending
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _switch(self, mode: str) -> None:
         if mode == "refuse" and self.mode != "refuse" and self._site is not None:

@@ -18,7 +18,7 @@ from .config import ConfigFile, json_schema, load_config
 from .errors import UserError
 from .ledger import ImportConflict, Ledger
 from .minute_csv import parse_instant, read_rows, write_rows
-from .report import RENDERERS, build_report
+from .report import RENDERERS, Report, build_report
 from .secrets import redact
 from .sla import ServiceMonth
 
@@ -71,15 +71,21 @@ def cmd_config_schema(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    config = load_config(args.config, resolve_secrets=False)
+def _report_for(args: argparse.Namespace, config: ConfigFile) -> Callable[[Ledger], Report]:
+    """Check the target and month first (clear errors before any file is opened), then
+    return what computes the report from an open ledger."""
     target = config.config.target(args.target)
     now = _now(args)
     month = _month(config, args.target, args.month, now)
+    return lambda ledger: build_report(ledger, target, month, now)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = load_config(args.config, resolve_secrets=False)
+    compute = _report_for(args, config)
     with _open_ledger(config) as ledger:
-        report = build_report(ledger, target, month, now)
-    renderer = RENDERERS[args.format]
-    sys.stdout.write(renderer(report))
+        report = compute(ledger)
+    sys.stdout.write(RENDERERS[args.format](report))
     return 0
 
 
@@ -87,11 +93,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     from .evidence import write_evidence
 
     config = load_config(args.config, resolve_secrets=False)
-    target = config.config.target(args.target)
-    now = _now(args)
-    month = _month(config, args.target, args.month, now)
+    compute = _report_for(args, config)
     with _open_ledger(config) as ledger:
-        report = build_report(ledger, target, month, now)
+        report = compute(ledger)
         files = write_evidence(ledger, report, Path(args.out), config_digest=config.digest)
     print(
         f"wrote {len(files)} files to {args.out} ({report.figures.apparent_failure} failed minutes)"

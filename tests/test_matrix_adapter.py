@@ -109,17 +109,18 @@ def test_outages_between_prober_and_homeserver_are_failures(matrix: MatrixWorld)
     try:
         adapter = MatrixAdapter("m", section(matrix, homeserver=proxy.url), TIMEOUT)
         expectations = {
-            "refuse": ("connect", False),
-            "reset": ("reset", False),
-            "blackhole": (None, True),  # nothing ever answers: the timeout ends it
+            "refuse": {"connect"},
+            # a reset can reach the client while it is still connecting, or after
+            "reset": {"reset", "connect"},
+            "blackhole": None,  # nothing ever answers: the timeout ends it
         }
-        for mode, (kind, times_out) in expectations.items():
+        for mode, kinds in expectations.items():
             proxy.set_mode(mode)
             [(result, elapsed)] = attempts(adapter, ["login"])
-            if times_out:
+            if kinds is None:
                 assert result is None and elapsed < TIMEOUT + 0.5
             else:
-                assert (result.outcome, result.error_kind) == (Outcome.FAILURE, kind), result
+                assert result.outcome is Outcome.FAILURE and result.error_kind in kinds, result
         proxy.set_mode("pass")
         [(result, _)] = attempts(adapter, ["login"])
         assert result.outcome is Outcome.SUCCESS

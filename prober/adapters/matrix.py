@@ -102,6 +102,13 @@ class _MatrixError(Exception):
         self.result = result
 
 
+def _transport_error(exc: Exception, what: str) -> _MatrixError:
+    result = classify_exception(exc)
+    return _MatrixError(
+        base.Result(result.outcome, result.error_kind, detail=f"{what}: {result.detail}")
+    )
+
+
 class MatrixAdapter(base.Adapter):
     kind: ClassVar[str] = "matrix"
     section_model: ClassVar[type[base.Section]] = MatrixSection
@@ -169,18 +176,12 @@ class MatrixAdapter(base.Adapter):
                 allow_redirects=False,
             )
         except Exception as exc:
-            result = classify_exception(exc)
-            raise _MatrixError(
-                base.Result(result.outcome, result.error_kind, detail=f"{what}: {result.detail}")
-            ) from None
+            raise _transport_error(exc, what) from None
         try:
             status = response.status
             raw = await read_bounded(response, MAX_BODY)
         except Exception as exc:
-            result = classify_exception(exc)
-            raise _MatrixError(
-                base.Result(result.outcome, result.error_kind, detail=f"{what}: {result.detail}")
-            ) from None
+            raise _transport_error(exc, what) from None
         finally:
             response.release()
         try:

@@ -196,6 +196,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(Path(args.dir), args.listen_address)
 
 
+def cmd_tencent_setup(args: argparse.Namespace) -> int:
+    from .adapters.tencent_im import TencentSection
+    from .tencent_setup import setup
+
+    config = load_config(args.config)
+    target = config.config.target(args.target)
+    if not isinstance(target.section, TencentSection):
+        raise UserError(f"target {args.target} is of kind {target.kind}, not tencent_im")
+    for line in setup(target.name, target.section):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="im-prober",
@@ -245,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen_address",
         help="host:port for /metrics (default 127.0.0.1:9469, or a free port)",
     )
+
+    sub = add(
+        "tencent-setup",
+        cmd_tencent_setup,
+        "import the probe accounts and create the probe group of a tencent_im target",
+    )
+    with_config(sub)
+    sub.add_argument("--target", required=True)
 
     sub = add(
         "matrix-setup",

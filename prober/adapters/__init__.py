@@ -6,11 +6,13 @@ from .base import Adapter, ProbeContext, Result, Section
 from .external import ExternalAdapter
 from .http import HttpAdapter
 from .matrix import MatrixAdapter
+from .tencent_im import TencentImAdapter
 
 REGISTRY: dict[str, type[Adapter]] = {
     HttpAdapter.kind: HttpAdapter,
     ExternalAdapter.kind: ExternalAdapter,
     MatrixAdapter.kind: MatrixAdapter,
+    TencentImAdapter.kind: TencentImAdapter,
 }
 
 __all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section"]

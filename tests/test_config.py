@@ -15,6 +15,7 @@ from prober.cli import main
 from prober.config import ConfigError, load_config
 from prober.errors import UserError
 from prober.secrets import Secret, redact
+from prober.yamlsource import load_yaml
 
 from .conftest import BASE_TARGET
 
@@ -198,7 +199,7 @@ def test_check_config_errors_exit_two_without_traceback(write_config, capsys) ->
 def test_schema_accepts_the_example(capsys) -> None:
     assert main(["config-schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    example = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+    example = load_yaml((ROOT / "config" / "example.yaml").read_text()).data
     jsonschema.validate(json.loads(json.dumps(example, default=str)), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"targets": [], "bogus": 1}, schema)
@@ -207,3 +208,8 @@ def test_schema_accepts_the_example(capsys) -> None:
 def test_unknown_target_is_a_user_error(demo_config: Path) -> None:
     with pytest.raises(UserError, match="no target named 'nope'"):
         load_config(demo_config).config.target("nope")
+
+
+def test_yes_no_on_off_stay_words() -> None:
+    data = load_yaml("a: off\nb: NO\nc: yes\nd: true\ne: False\n").data
+    assert data == {"a": "off", "b": "NO", "c": "yes", "d": True, "e": False}

@@ -37,8 +37,10 @@ system-deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The three real-time end-to-end runs (several real minutes each, mostly waiting) run on
+# workers of their own; everything else is spread over the rest.
 test: system-deps $(BIN)/.installed lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadgroup
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ledger_bench.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -14,6 +15,15 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test that failed half-way must not leave a daemon running after the session."""
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def wait_until(instant: float) -> None:
@@ -57,6 +67,7 @@ class Daemon:
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
+        _started.append(self.proc)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -29,7 +29,8 @@ from prober.plan import offsets
 from .chat_app import ChatServer, free_port
 from .daemon_util import ROOT, Daemon, next_minute, sample, wait_until
 
-pytestmark = pytest.mark.slow
+# Each real-time run gets a worker of its own (make test runs pytest-xdist, loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-http")]
 
 TIMEOUT = 2  # seconds per attempt of the chat targets
 SCRIPT_TIMEOUT = 5  # the external target's; the largest timeout decides when a minute closes

@@ -3,6 +3,7 @@ metrics, and Ctrl-C (SIGINT) stops everything, leaving no process behind."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,17 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    try:
+        _drive(proc, port, tmp_path)
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave the demo running
+            proc.kill()
+            proc.wait(10)
+        for pid in _processes_mentioning(str(tmp_path / "demo")):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _drive(proc: subprocess.Popen[str], port: int, tmp_path: Path) -> None:
     deadline = time.time() + 90
     ready = False
     while time.time() < deadline and not ready:

@@ -26,7 +26,8 @@ from .chat_app import free_port
 from .daemon_util import ROOT, Daemon, next_minute, sample, wait_until
 from .synapse_fixture import PASSWORD, PEER_PASSWORD, MatrixWorld
 
-pytestmark = pytest.mark.slow
+# Each real-time run gets a worker of its own (make test runs pytest-xdist, loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-matrix")]
 
 TIMEOUT = 2
 CADENCE = {"login": 1, "send_c2c": 2, "send_group": 2}

@@ -8,21 +8,19 @@ import asyncio
 
 import aiohttp
 
-from .adapters.transport import make_session
+from .adapters.transport import LazySession
 from .config import NetworkCheckConfig
 
 
 class NetworkCheck:
     def __init__(self, config: NetworkCheckConfig) -> None:
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(max_connections=len(config.urls) + 1)
 
     async def _reachable(self, url: str) -> bool:
-        if self._session is None:
-            self._session = make_session(max_connections=len(self.config.urls) + 1)
         try:
             async with asyncio.timeout(self.config.timeout):
-                response = await self._session.get(url, headers={"User-Agent": "im-prober"})
+                response = await self._http.session.get(url, headers={"User-Agent": "im-prober"})
                 response.release()
                 return True
         except (aiohttp.ClientError, OSError, TimeoutError):
@@ -33,5 +31,4 @@ class NetworkCheck:
         return not any(results)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ..fields import SecretRef
@@ -23,7 +22,7 @@ from ..secrets import Secret
 from ..sla import Outcome
 from . import base
 from .templates import MISSING, TemplateError, builtins, lookup, parse_path, render, render_text
-from .transport import classify_exception, make_session, read_bounded, status_result
+from .transport import LazySession, read_bounded, status_result, transport_failure
 
 Scalar = str | int | float | bool
 
@@ -133,7 +132,11 @@ class HttpAdapter(base.Adapter):
         super().__init__(target, section, timeout)
         assert isinstance(section, HttpSection)
         self.config: HttpSection = section
-        self._session: aiohttp.ClientSession | None = None  # made inside the event loop
+        self._http = LazySession(
+            verify=section.tls_verify,
+            ca_file=section.ca_file,
+            fresh_connection=section.fresh_connection,
+        )
         self.carried: dict[str, Any] = {}  # values extracted by earlier attempts
 
     @classmethod
@@ -143,19 +146,8 @@ class HttpAdapter(base.Adapter):
             f"probe {p} has no steps in the http section" for p in probes if p not in section.probes
         ]
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session(
-                verify=self.config.tls_verify,
-                ca_file=self.config.ca_file,
-                fresh_connection=self.config.fresh_connection,
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     async def attempt(self, context: base.ProbeContext) -> base.Result:
         values = builtins(
@@ -232,7 +224,7 @@ class HttpAdapter(base.Adapter):
     ) -> tuple[base.Result | None, Any, int | None]:
         where = f"{label}: {request.method} {_path_only(request.url)}"
         try:
-            response = await self.session.request(
+            response = await self._http.session.request(
                 request.method,
                 request.url,
                 headers=request.headers,
@@ -241,12 +233,7 @@ class HttpAdapter(base.Adapter):
                 max_redirects=max(self.config.max_redirects, 1),
             )
         except Exception as exc:
-            result = classify_exception(exc)
-            return (
-                base.Result(result.outcome, result.error_kind, detail=f"{where}: {result.detail}"),
-                None,
-                None,
-            )
+            return transport_failure(exc, where), None, None
         try:
             status = response.status
             detail = f"{where} -> {status}"
@@ -261,17 +248,7 @@ class HttpAdapter(base.Adapter):
             try:
                 body = await read_bounded(response, self.config.max_body_bytes)
             except Exception as exc:
-                result = classify_exception(exc)
-                return (
-                    base.Result(
-                        result.outcome,
-                        result.error_kind,
-                        http_status=status,
-                        detail=f"{detail}: {result.detail}",
-                    ),
-                    None,
-                    status,
-                )
+                return transport_failure(exc, detail, status), None, status
             if body is None:
                 return (
                     base.failure(

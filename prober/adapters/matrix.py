@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 from pydantic import Field, field_validator
 
 from ..fields import SecretRef
 from ..secrets import Secret
 from . import base
-from .transport import classify_exception, make_session, read_bounded
+from .transport import LazySession, read_bounded, transport_failure
 
 MAX_BODY = 1 << 20
 POLL_SECONDS = 0.1
@@ -102,13 +101,6 @@ class _MatrixError(Exception):
         self.result = result
 
 
-def _transport_error(exc: Exception, what: str) -> _MatrixError:
-    result = classify_exception(exc)
-    return _MatrixError(
-        base.Result(result.outcome, result.error_kind, detail=f"{what}: {result.detail}")
-    )
-
-
 class MatrixAdapter(base.Adapter):
     kind: ClassVar[str] = "matrix"
     section_model: ClassVar[type[base.Section]] = MatrixSection
@@ -125,7 +117,7 @@ class MatrixAdapter(base.Adapter):
             else None
         )
         self.rooms: dict[str, str] = {}  # alias → room id
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(verify=section.tls_verify, ca_file=section.ca_file)
 
     @classmethod
     def probe_problems(cls, section: base.Section, probes: list[str]) -> list[str]:
@@ -139,15 +131,8 @@ class MatrixAdapter(base.Adapter):
             problems.append("verify_delivery needs matrix.peer_user and matrix.peer_password")
         return problems
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session(verify=self.config.tls_verify, ca_file=self.config.ca_file)
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     # -- the protocol ----------------------------------------------------------------
 
@@ -168,7 +153,7 @@ class MatrixAdapter(base.Adapter):
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            response = await self.session.request(
+            response = await self._http.session.request(
                 method,
                 self.config.homeserver + path,
                 headers=headers,
@@ -176,12 +161,12 @@ class MatrixAdapter(base.Adapter):
                 allow_redirects=False,
             )
         except Exception as exc:
-            raise _transport_error(exc, what) from None
+            raise _MatrixError(transport_failure(exc, what)) from None
         try:
             status = response.status
             raw = await read_bounded(response, MAX_BODY)
         except Exception as exc:
-            raise _transport_error(exc, what) from None
+            raise _MatrixError(transport_failure(exc, what)) from None
         finally:
             response.release()
         try:

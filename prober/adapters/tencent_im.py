@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
-import aiohttp
 from pydantic import Field, model_validator
 
 from ..fields import Duration, SecretRef
@@ -33,7 +32,7 @@ from ..secrets import remember
 from ..sla import Outcome
 from . import base
 from .tencent import errors, usersig
-from .transport import classify_exception, make_session, read_bounded
+from .transport import LazySession, read_bounded, transport_failure
 
 # Regional REST domains and their backups (the provider's published list).
 DOMAINS: dict[str, tuple[str, str]] = {
@@ -114,7 +113,11 @@ class TencentImAdapter(base.Adapter):
         super().__init__(target, section, timeout)
         assert isinstance(section, TencentSection)
         self.config: TencentSection = section
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession(
+            verify=section.tls_verify,
+            ca_file=section.ca_file,
+            fresh_connection=section.fresh_connection,
+        )
         self._sig: str | None = None
         self._sig_until = 0.0
         self.last_host: str | None = None  # which domain answered the last call
@@ -127,19 +130,8 @@ class TencentImAdapter(base.Adapter):
             problems.append("send_group needs tencent_im.group_id")
         return problems
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session(
-                verify=self.config.tls_verify,
-                ca_file=self.config.ca_file,
-                fresh_connection=self.config.fresh_connection,
-            )
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
 
     def usersig(self, *, fresh: bool = False) -> str:
         now = time.time()
@@ -194,31 +186,20 @@ class TencentImAdapter(base.Adapter):
     ) -> dict[str, Any]:
         what = command
         try:
-            response = await self.session.post(
+            response = await self._http.session.post(
                 self._url(host, command, sig),
                 data=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json", "User-Agent": "im-prober"},
                 allow_redirects=False,
             )
         except Exception as exc:
-            result = classify_exception(exc)
-            raise _Fail(
-                base.Result(result.outcome, result.error_kind, detail=f"{what}: {result.detail}")
-            ) from None
+            raise _Fail(transport_failure(exc, what)) from None
         try:
             status = response.status
             try:
                 raw = await read_bounded(response, MAX_BODY)
             except Exception as exc:
-                result = classify_exception(exc)
-                raise _Fail(
-                    base.Result(
-                        result.outcome,
-                        result.error_kind,
-                        http_status=status,
-                        detail=f"{what}: {result.detail}",
-                    )
-                ) from None
+                raise _Fail(transport_failure(exc, what, status)) from None
         finally:
             response.release()
         self.last_host = host

@@ -59,6 +59,38 @@ def make_session(
     )
 
 
+class LazySession:
+    """A target's aiohttp session, made on first use inside the running event loop (an
+    adapter is built before the loop runs) and made again if it was closed."""
+
+    def __init__(self, **options: object) -> None:
+        self._options = options
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session(**self._options)  # type: ignore[arg-type]
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def transport_failure(
+    exc: BaseException, where: str, http_status: int | None = None
+) -> base.Result:
+    """`classify_exception` with the place it happened in the detail."""
+    result = classify_exception(exc)
+    return base.Result(
+        result.outcome,
+        result.error_kind,
+        http_status=http_status,
+        detail=f"{where}: {result.detail}",
+    )
+
+
 def classify_exception(exc: BaseException) -> base.Result:
     """A transport exception as an attempt result. Every one of these is the service's (or
     the path's) failure, except a URL the config got wrong."""

@@ -11,11 +11,11 @@ import asyncio
 import itertools
 import json
 import socket
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from .loop_thread import LoopThread
 
 MODES = {
     "ok",
@@ -50,10 +50,9 @@ class ChatServer:
     password: str = "correct-horse-battery"
     requests: int = 0
     messages: list[str] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _site: web.TCPSite | None = None
-    _thread: threading.Thread | None = None
+    _thread: LoopThread = field(default_factory=lambda: LoopThread("chat-server"))
     _tokens: itertools.count = field(default_factory=lambda: itertools.count(1))
     _spared: bool = False
 
@@ -64,34 +63,15 @@ class ChatServer:
     # -- control, from the test's thread ----------------------------------------------
 
     def start(self) -> ChatServer:
-        ready = threading.Event()
-
-        def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._thread.start(self._start)
         return self
 
     def stop(self) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
+        self._thread.stop(self._cleanup)
 
     def set_mode(self, mode: str) -> None:
         assert mode in MODES, mode
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._switch(mode), self._loop).result(10)
-
-    def call(self, func: Callable[[], object]) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(func)
+        self._thread.call(self._switch(mode))
 
     # -- inside the server's loop ------------------------------------------------------
 
@@ -113,11 +93,6 @@ class ChatServer:
     async def _cleanup(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-        # handlers still hanging (mode "hang") end here rather than being destroyed pending
-        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
 
     async def _switch(self, mode: str) -> None:
         if mode == "refuse" and self.mode != "refuse" and self._site is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp import web
 from prober.adapters.tencent import usersig
 
 from .chat_app import free_port
+from .loop_thread import LoopThread
 
 SIG_CODES = {"expired": 70001, "malformed": 70003, "tampered": 70009, "mismatch": 70013}
 
@@ -55,9 +55,8 @@ class TencentEmulator:
     fault: Fault = field(default_factory=Fault)
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
     _window: list[float] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
+    _thread: LoopThread = field(default_factory=lambda: LoopThread("tencent-emulator"))
 
     @property
     def domain(self) -> str:
@@ -66,34 +65,12 @@ class TencentEmulator:
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> TencentEmulator:
-        ready = threading.Event()
-
-        def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=main, daemon=True, name="tencent-emulator")
-        self._thread.start()
-        ready.wait(10)
+        self._thread.start(self._start)
         return self
 
     def stop(self) -> None:
-        assert self._loop is not None
-
-        async def cleanup() -> None:
-            assert self._runner is not None
-            await self._runner.cleanup()
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
+        assert self._runner is not None
+        self._thread.stop(self._runner.cleanup)
 
     def set_fault(
         self,

@@ -14,6 +14,7 @@ import itertools
 import logging
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -27,7 +28,7 @@ from .adapters import base as adapter_base
 from .attempts import Attempt
 from .book import MinuteBook, TargetRules
 from .clock import Clock, StepDetector, SystemClock
-from .config import ConfigFile, TargetBase
+from .config import Config, ConfigFile, TargetBase
 from .errors import UserError
 from .ledger import ClosedMinute, Ledger
 from .logs import event
@@ -35,6 +36,7 @@ from .metrics import Exposition, Process, TargetInfo
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
 from .sla import Outcome, Reason, State, Verdict
+from .view import LedgerView
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
 STALL_LIMIT = 10.0  # seconds a minute may wait past its close time for attempts in flight
@@ -85,8 +87,6 @@ class Prober:
         self.clock = clock or SystemClock()
         self.steps = StepDetector(self.clock)
         self.book = MinuteBook()
-        from .view import LedgerView
-
         self.view = LedgerView()
         self.process = Process()
         self.exposition = Exposition(self.view, self.process, __version__)
@@ -110,7 +110,7 @@ class Prober:
     # -- settings derived from the config ------------------------------------------------
 
     @property
-    def config(self):
+    def config(self) -> Config:
         return self.config_file.config
 
     @property
@@ -120,7 +120,7 @@ class Prober:
             timeouts.append(self.config.network_check.timeout)
         return max(timeouts, default=0.0) + self.config.scheduler.close_grace
 
-    def _verdict_of_gap(self, target: TargetBase):
+    def _verdict_of_gap(self, target: TargetBase) -> Callable[[int], Verdict]:
         windows = target.windows
         down = Verdict(State.NO_DATA, Reason.PROBER_DOWN)
         maintenance = Verdict(State.MAINTENANCE)

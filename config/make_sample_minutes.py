@@ -26,7 +26,7 @@ def main() -> None:
     start, end = minute_of("2026-10-17T00:00"), minute_of("2026-11-17T00:00")
     states = {m: ("available", "") for m in range(start, end)}
     # A long outage, a few short blips, announced maintenance, the prober itself down a while.
-    for m in range(minute_of("2026-10-23T14:07"), minute_of("2026-10-23T19:07")):
+    for m in range(minute_of("2026-10-23T14:07"), minute_of("2026-10-23T21:07")):
         states[m] = ("apparent_failure", "")
     for _ in range(8):
         first = rng.randrange(start, end - 10)

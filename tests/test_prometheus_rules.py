@@ -1,0 +1,64 @@
+"""The shipped Prometheus rules: promtool accepts them, their unit tests pass (fires,
+silent on one failed minute in a quiet hour, resolves), and every im_* series they use is one
+the daemon exposes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import date
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from prober.metrics import Exposition, Process, TargetInfo
+from prober.sla import DEFAULT_TIERS, ServiceCalendar, State
+from prober.view import LedgerView
+
+RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+MINUTE = 29_671_200  # 2026-06-01T00:00Z, inside a service month of the anchor below
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.fail("promtool is missing: make test installs Debian's prometheus package")
+    return found
+
+
+def test_promtool_checks_the_rules() -> None:
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(RULES / "im-prober.rules.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    done = subprocess.run(
+        [promtool(), "test", "rules", "im-prober.rules.test.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_rules_use_only_series_the_daemon_exposes() -> None:
+    view = LedgerView()
+    view.track("t", ServiceCalendar(date(2026, 1, 1), "UTC"))
+    view.targets["t"].add(MINUTE, State.AVAILABLE)
+    process = Process(network_up=1)
+    exposition = Exposition(view, process, "test")
+    exposition.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS)])
+    text = exposition.render(MINUTE * 60 + 90).decode()
+    exposed = set(re.findall(r"^(im_[a-z_]+?)(?:_bucket|_sum|_count)?[{ ]", text, re.M))
+    used = set(re.findall(r"\b(im_[a-z_]+)\b", (RULES / "im-prober.rules.yml").read_text()))
+    used = {u for u in used if not u.startswith("im_minutes_failed")}  # recording-rule names
+    assert used and used <= exposed, used - exposed

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from .sla import Outcome
 
-DETAIL_LIMIT = 200  # characters of free text kept per attempt
-
 
 @dataclass(frozen=True, slots=True)
 class Attempt:

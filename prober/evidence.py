@@ -15,10 +15,9 @@ from . import __version__, sla
 from .attempts import Attempt
 from .errors import UserError
 from .ledger import Ledger
-from .minute_csv import format_minute
 from .report import Report, as_dict, render_text
 from .secrets import redact
-from .sla import State
+from .sla import State, minute_iso
 
 ATTEMPT_FIELDS = [
     "minute",
@@ -43,7 +42,7 @@ def _iso(seconds: float) -> str:
 
 def _attempt_record(attempt: Attempt) -> dict[str, Any]:
     return {
-        "minute": format_minute(attempt.minute),
+        "minute": minute_iso(attempt.minute),
         "probe": attempt.probe,
         "started_at": _iso(attempt.started_at),
         "duration_ms": round(attempt.duration * 1000, 1),
@@ -80,7 +79,7 @@ def write_evidence(
 
     minutes = [
         {
-            "minute": format_minute(m),
+            "minute": minute_iso(m),
             "local_minute": sla.minute_start(m).astimezone(month.start.tzinfo).isoformat(),
             "state": str(State.APPARENT_FAILURE),
             "attempts": [_attempt_record(a) for a in by_minute.get(m, [])],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .attempts import Attempt
 from .errors import LedgerError, UserError
-from .sla import Outcome, OutcomeCounts, Reason, State, Verdict
+from .sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 from .sla.types import (
     OUTCOME_CODES,
     OUTCOMES_BY_CODE,
@@ -288,7 +288,7 @@ class Ledger:
                 if (earlier[1].state, earlier[1].reason) != (row.state, row.reason):
                     raise ImportConflict(
                         f"line {line}: {row.target}/{row.probe or '-'} at "
-                        f"{_iso(row.minute)} contradicts line {earlier[0]}"
+                        f"{minute_iso(row.minute)} contradicts line {earlier[0]}"
                     )
                 continue
             batch[key] = (line, row)
@@ -310,7 +310,7 @@ class Ledger:
                 else:
                     state, reason = STATES_BY_CODE[existing[0]], REASONS_BY_CODE[existing[1]]
                     raise ImportConflict(
-                        f"line {line}: {row.target}/{row.probe or '-'} at {_iso(row.minute)} "
+                        f"line {line}: {row.target}/{row.probe or '-'} at {minute_iso(row.minute)} "
                         f"is {row.state}{'/' + row.reason if row.reason else ''} in the file "
                         f"but {state}{'/' + reason if reason else ''} in the ledger; nothing "
                         "was imported"
@@ -543,9 +543,3 @@ class _Transaction:
 
 def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";\n") if s.strip()]
-
-
-def _iso(minute: int) -> str:
-    from .sla import minute_start
-
-    return minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")

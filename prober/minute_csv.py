@@ -14,14 +14,10 @@ from typing import TextIO
 from .config import PROBE_NAME, TARGET_NAME
 from .errors import UserError
 from .ledger import MinuteRow
-from .sla import Reason, State, minute_start
+from .sla import Reason, State, minute_iso
 
 HEADER = ["target", "probe", "minute", "state", "reason"]
 MAX_ERRORS_SHOWN = 10
-
-
-def format_minute(minute: int) -> str:
-    return minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_instant(text: str) -> datetime:
@@ -47,7 +43,7 @@ def write_rows(rows: Iterable[MinuteRow], out: TextIO) -> int:
     writer.writerow(HEADER)
     count = 0
     for row in rows:
-        writer.writerow([row.target, row.probe, format_minute(row.minute), row.state, row.reason])
+        writer.writerow([row.target, row.probe, minute_iso(row.minute), row.state, row.reason])
         count += 1
     return count
 

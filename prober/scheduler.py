@@ -35,7 +35,7 @@ from .logs import event
 from .metrics import Exposition, Process, TargetInfo
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
-from .sla import Outcome, Reason, State, Verdict
+from .sla import Outcome, Reason, State, Verdict, minute_iso
 from .view import LedgerView
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
@@ -192,7 +192,7 @@ class Prober:
                     "recorded minutes missed while the prober was down",
                     target=target.name,
                     minutes=recorded,
-                    since=_iso(last + 1),
+                    since=minute_iso(last + 1),
                 )
 
     def _build_network_check(self) -> None:
@@ -234,7 +234,7 @@ class Prober:
         event(
             logging.INFO,
             "prober stopped",
-            closed_through=_iso(self.next_close - 1),
+            closed_through=minute_iso(self.next_close - 1),
             unwritten_minutes=sum(len(b) for b in self.pending),
         )
 
@@ -369,7 +369,7 @@ class Prober:
                 "attempt finished after its minute closed; not counted",
                 target=attempt.target,
                 probe=attempt.probe,
-                minute=_iso(attempt.minute),
+                minute=minute_iso(attempt.minute),
                 outcome=str(attempt.outcome),
             )
 
@@ -389,7 +389,7 @@ class Prober:
                 "network check: every reference failed"
                 if all_failed
                 else "network check: references reachable again",
-                minute=_iso(minute),
+                minute=minute_iso(minute),
             )
 
     # -- closing minutes -----------------------------------------------------------------
@@ -533,7 +533,7 @@ class Prober:
             "configuration reloaded",
             targets=len(fresh),
             added=len(added),
-            removed=len([n for n in self.retiring]),
+            removed=len(self.retiring),
         )
 
     def _close_later(self, resource: Adapter | NetworkCheck) -> None:
@@ -542,7 +542,3 @@ class Prober:
             await resource.aclose()
 
         self._spawn(close())
-
-
-def _iso(minute: int) -> str:
-    return sla.minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")

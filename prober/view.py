@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from .ledger import TARGET_LEVEL, ClosedMinute, Ledger
 from .sla import Outcome, ServiceCalendar, ServiceMonth, State
-from .sla.types import STATE_CODES
+from .sla.types import STATE_CODES, STATES_BY_CODE
 
 WINDOWS = {"1h": 60, "24h": 1440, "7d": 10080, "30d": 43200}
 RING = max(WINDOWS.values())
@@ -129,7 +129,7 @@ class LedgerView:
             if current is not None:
                 since = min(since, current.start_minute)
             for minute, code in ledger.state_codes(name, since):
-                view.add(minute, _STATES[code])
+                view.add(minute, STATES_BY_CODE[code])
             view.last_closed = ledger.last_closed_minute(name)
         self.generation += 1
 
@@ -157,6 +157,3 @@ class LedgerView:
             if view is not None:
                 view.add(item.minute, item.verdict.state)
         self.generation += 1
-
-
-_STATES = {code: state for state, code in STATE_CODES.items()}

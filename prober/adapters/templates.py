@@ -56,10 +56,6 @@ def builtins(context: Mapping[str, Any]) -> Values:
     return Values(context)
 
 
-def placeholders(text: str) -> set[str]:
-    return {m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1)}
-
-
 def _value(name: str, values: Mapping[str, Any]) -> Any:
     if name not in values:
         raise TemplateError(f"no value for {{{name}}}", missing=True)

@@ -8,7 +8,7 @@ from .credits import DEFAULT_TIERS, CreditTier, credit_amount, credit_ratio
 from .figures import Figures, count_states, downtime_budget_seconds
 from .incidents import Incident, find_incidents
 from .maintenance import OneOffWindow, RecurringWindow, Window, in_maintenance
-from .months import ServiceCalendar, ServiceMonth, epoch_minute, minute_start
+from .months import ServiceCalendar, ServiceMonth, epoch_minute, minute_iso, minute_start
 from .types import Outcome, OutcomeCounts, Policy, Reason, State, Verdict
 from .verdicts import apply_network_check, decide, decide_probes, decide_target
 
@@ -41,6 +41,7 @@ __all__ = [
     "epoch_minute",
     "find_incidents",
     "in_maintenance",
+    "minute_iso",
     "minute_start",
     "working_days_of",
 ]

@@ -22,6 +22,11 @@ def minute_start(minute: int) -> datetime:
     return datetime.fromtimestamp(minute * 60, tz=UTC)
 
 
+def minute_iso(minute: int) -> str:
+    """An epoch minute as ISO-8601 UTC, e.g. 2026-03-17T00:05:00Z (the ledger's CSV form)."""
+    return minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     """The first instant of a local calendar day.
 

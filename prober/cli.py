@@ -60,8 +60,17 @@ def _open_ledger(config: ConfigFile, *, create: bool = False) -> Ledger:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .webconfig import load_web_config
+
     config = load_config(args.config)
     print(f"# {config.path}: valid; {len(config.config.targets)} target(s)")
+    web_path = Path(args.web_config) if args.web_config else config.web_config_path
+    if web_path is not None:
+        security = load_web_config(web_path)
+        print(
+            f"# {web_path}: valid; TLS {'on' if security.tls else 'off'}; "
+            f"{len(security.settings.basic_auth_users)} basic-auth user(s)"
+        )
     print(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
@@ -141,7 +150,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run
 
     logs.setup(args.log_format, args.log_level)
-    return run(Path(args.config), args.listen_address)
+    web_config = Path(args.web_config) if args.web_config else None
+    return run(Path(args.config), args.listen_address, web_config)
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .webconfig import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UserError("empty password")
+    print(hash_password(password.encode(), args.cost))
+    return 0
 
 
 def cmd_probe_once(args: argparse.Namespace) -> int:
@@ -238,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen_address",
         help="host:port for /metrics etc. (overrides web.listen_address)",
     )
+    sub.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        help="TLS and basic-auth settings for /metrics etc. (overrides web.config_file)",
+    )
     sub.add_argument("--log-format", choices=["human", "json"], default="human")
     sub.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
 
@@ -292,8 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--admin-token-env", help="environment variable holding an admin token")
     sub.add_argument("--server-name", help="the homeserver's server_name (with an admin token)")
 
+    sub = add(
+        "hash-password",
+        cmd_hash_password,
+        "bcrypt a password for basic_auth_users in the web config (reads it from stdin)",
+    )
+    sub.add_argument("--cost", type=int, default=12, choices=range(10, 16), metavar="10..15")
+
     sub = add("check-config", cmd_check_config, "validate a config; print it with secrets redacted")
     with_config(sub)
+    sub.add_argument("--web.config.file", dest="web_config", help="also check this web config")
     add("config-schema", cmd_config_schema, "print the config's JSON Schema (for editors)")
 
     sub = add("report", cmd_report, "the SLA report of a service month, from the ledger")

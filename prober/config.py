@@ -14,11 +14,12 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
     AwareDatetime,
+    BaseModel,
     Discriminator,
     Field,
     Tag,
@@ -35,6 +36,8 @@ from .errors import UserError
 from .fields import Duration, ExactDecimal, Strict, TimezoneName
 from .secrets import Secret, resolve_references
 from .yamlsource import YamlDocument, YamlError, load_yaml
+
+M = TypeVar("M", bound=BaseModel)
 
 KINDS = ("tencent_im", "matrix", "xmpp", "http", "external")
 PROBE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
@@ -280,6 +283,11 @@ class WebConfig(Strict):
         "0.0.0.0:9469", description="host:port for /metrics, /healthz, /readyz"
     )
     enable_lifecycle: bool = Field(False, description="allow POST /-/reload")
+    config_file: Path | None = Field(
+        None,
+        description="web config with TLS and basic auth (relative to this file); "
+        "--web.config.file overrides it",
+    )
 
     @field_validator("listen_address")
     @classmethod
@@ -426,6 +434,13 @@ class ConfigFile:
         configured = self.config.ledger.path
         return configured if configured.is_absolute() else self.path.parent / configured
 
+    @property
+    def web_config_path(self) -> Path | None:
+        configured = self.config.web.config_file
+        if configured is None or configured.is_absolute():
+            return configured
+        return self.path.parent / configured
+
     def redacted(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json", exclude_none=True, fallback=_redacted_value)
 
@@ -436,18 +451,26 @@ class ConfigFile:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> ConfigFile:
+def validate_document(
+    model: type[M],
+    text: str,
+    path: Path,
+    *,
+    resolve_secrets: bool = True,
+    not_mapping: str = "the config must be a YAML mapping with `targets:`",
+) -> M:
+    """Parse YAML text and validate it as `model`; every problem names file, line and field."""
     try:
         document: YamlDocument = load_yaml(text)
     except YamlError as exc:
         raise ConfigError(path, [(exc.line, "", str(exc))]) from None
     if not isinstance(document.data, dict):
-        raise ConfigError(path, [(1, "", "the config must be a YAML mapping with `targets:`")])
+        raise ConfigError(path, [(1, "", not_mapping)])
     data, secret_problems = resolve_references(document.data, path.parent, resolve=resolve_secrets)
     problems = [(document.line_of(loc), dotted(loc, document), msg) for loc, msg in secret_problems]
     unresolved = [loc for loc, _ in secret_problems]
     try:
-        config = Config.model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as exc:
         messages: dict[tuple[int | None, str], list[str]] = {}
         for error in exc.errors():
@@ -465,6 +488,11 @@ def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> Conf
     if problems:
         problems.sort(key=lambda p: (p[0] or 0, p[1]))
         raise ConfigError(path, problems)
+    return validated
+
+
+def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> ConfigFile:
+    config = validate_document(Config, text, path, resolve_secrets=resolve_secrets)
     return ConfigFile(path, config, text)
 
 

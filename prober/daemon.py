@@ -16,13 +16,21 @@ from .ledger import Ledger
 from .logs import event
 from .scheduler import Prober
 from .web import make_app
+from .webconfig import WebSecurity, load_web_config
 
 
 class Daemon:
-    def __init__(self, config_path: Path, listen_override: str | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        listen_override: str | None = None,
+        web_config_override: Path | None = None,
+    ) -> None:
         self.config_path = config_path
         self.listen_override = listen_override
+        self.web_config_override = web_config_override
         self.prober: Prober | None = None
+        self.security: WebSecurity | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
 
@@ -31,7 +39,10 @@ class Daemon:
             assert self.prober is not None
             try:
                 new: ConfigFile = await asyncio.to_thread(load_config, self.config_path)
+                security = await asyncio.to_thread(load_web_config, self._web_config_path(new))
+                self._adopt_tls(security)
                 await self.prober.reload(new)
+                self.security = security
             except UserError as exc:
                 self.prober.process.reload_successful = 0
                 event(
@@ -43,8 +54,31 @@ class Daemon:
             self.prober.process.reload_successful = 1
             return True, "reloaded"
 
+    def _web_config_path(self, config: ConfigFile) -> Path | None:
+        return self.web_config_override or config.web_config_path
+
+    def _adopt_tls(self, new: WebSecurity) -> None:
+        """The listener keeps its TLS context: a reload rotates the certificate and key in
+        it; turning TLS on or off needs a restart."""
+        assert self.security is not None
+        old = self.security.tls
+        if (old is None) != (new.tls is None):
+            raise UserError(
+                "turning TLS on or off (tls_server_config) needs a restart, not a reload"
+            )
+        if old is not None and new.source is not None:
+            tls = new.settings.tls_server_config
+            assert tls is not None
+            base = new.source.parent
+            old.load_cert_chain(
+                tls.cert_file if tls.cert_file.is_absolute() else base / tls.cert_file,
+                tls.key_file if tls.key_file.is_absolute() else base / tls.key_file,
+            )
+            new.tls = old
+
     async def run(self) -> int:
         config = await asyncio.to_thread(load_config, self.config_path)
+        self.security = await asyncio.to_thread(load_web_config, self._web_config_path(config))
         address = self.listen_override or config.config.web.listen_address
         try:
             host, port = parse_listen_address(address)
@@ -54,10 +88,14 @@ class Daemon:
         self.prober = prober = Prober(config, ledger)
         loop = asyncio.get_running_loop()
         await prober.start()
-        app = make_app(lambda: prober, self.reload if config.config.web.enable_lifecycle else None)
+        app = make_app(
+            lambda: prober,
+            self.reload if config.config.web.enable_lifecycle else None,
+            lambda: self.security,
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=self.security.tls)
         try:
             await site.start()
         except OSError as exc:
@@ -65,7 +103,13 @@ class Daemon:
             ledger.close()
             await runner.cleanup()
             raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-        event(logging.INFO, "listening", address=address)
+        event(
+            logging.INFO,
+            "listening",
+            address=address,
+            tls=self.security.tls is not None,
+            basic_auth=self.security.auth_required,
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
@@ -79,5 +123,7 @@ class Daemon:
         return 0
 
 
-def run(config_path: Path, listen_override: str | None = None) -> int:
-    return asyncio.run(Daemon(config_path, listen_override).run())
+def run(
+    config_path: Path, listen_override: str | None = None, web_config: Path | None = None
+) -> int:
+    return asyncio.run(Daemon(config_path, listen_override, web_config).run())

@@ -1,4 +1,5 @@
-"""HTTP endpoints: /metrics, /healthz, /readyz and (when enabled) POST /-/reload."""
+"""HTTP endpoints: /metrics, /healthz, /readyz and (when enabled) POST /-/reload, behind the
+web config's basic auth when it has users."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from aiohttp import web
 
 from .metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from .scheduler import Prober
+from .webconfig import WebSecurity
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -20,7 +23,24 @@ def wants_openmetrics(accept: str) -> bool:
     return False
 
 
-def make_app(prober_of: Callable[[], Prober], reload: Reload | None) -> web.Application:
+def make_app(
+    prober_of: Callable[[], Prober],
+    reload: Reload | None,
+    security_of: Callable[[], WebSecurity] | None = None,
+) -> web.Application:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        security = security_of() if security_of is not None else None
+        if security is None or security.is_open(request.path):
+            return await handler(request)
+        if await security.authorized(request.headers.get("Authorization")):
+            return await handler(request)
+        return web.Response(
+            status=401,
+            text="Unauthorized\n",
+            headers={"WWW-Authenticate": 'Basic realm="im-prober", charset="UTF-8"'},
+        )
+
     async def metrics(request: web.Request) -> web.Response:
         prober = prober_of()
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
@@ -50,7 +70,7 @@ def make_app(prober_of: Callable[[], Prober], reload: Reload | None) -> web.Appl
             content_type="text/html",
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard])
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

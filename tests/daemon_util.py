@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -38,16 +39,28 @@ def next_minute(after: float | None = None) -> int:
 
 
 class Daemon:
-    def __init__(self, config: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        tls: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.port = port
         self.env = {**os.environ, **(env or {})}
+        self.args = args
+        self.tls = tls  # client context when the daemon serves HTTPS
+        self.headers = headers or {}  # sent with every request (basic auth)
         self.log = config.parent / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> Daemon:
         handle = self.log.open("ab")
@@ -61,6 +74,7 @@ class Daemon:
                 str(self.config),
                 "--web.listen-address",
                 f"127.0.0.1:{self.port}",
+                *self.args,
             ],
             cwd=ROOT,
             env=self.env,
@@ -85,17 +99,21 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, headers=headers or {})
+        request = urllib.request.Request(
+            self.url + path, headers={**self.headers, **(headers or {})}
+        )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
     def post(self, path: str) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, data=b"", method="POST")
+        request = urllib.request.Request(
+            self.url + path, data=b"", method="POST", headers=self.headers
+        )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -44,7 +44,7 @@ def secured(tmp_path_factory):
     """One daemon with TLS and basic auth, health endpoints open."""
     folder = tmp_path_factory.mktemp("web")
     ca = CA(folder)
-    leaf = ca.issue("server")
+    ca.issue("server")
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(COST)).decode()
     (folder / "web.yml").write_text(
         textwrap.dedent(f"""\
@@ -137,14 +137,16 @@ def test_the_password_never_reaches_the_log(secured):
 
 
 def test_reload_rotates_the_certificate(secured):
-    daemon, ca, folder = secured
+    daemon, ca, _ = secured
 
     def served_serial() -> int:
-        with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as raw:
-            with client_context(ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                der = tls.getpeercert(binary_form=True)
-                assert der is not None
-                return peer_serial(der)
+        with (
+            socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as raw,
+            client_context(ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            return peer_serial(der)
 
     before = served_serial()
     rotated = ca.issue("server")  # overwrites server.crt/server.key in place

@@ -30,12 +30,18 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check prober tests bench
 	$(BIN)/ruff format --check prober tests bench
 
-# promtool (Debian's prometheus package) checks the daemon's real /metrics in the tests.
+# Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (alertmanager,
+# amtool), systemd (systemd-analyze): the tests run them against the daemon and deploy files.
+SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
+	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd
 system-deps:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus package (promtool)"; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # The three real-time end-to-end runs (several real minutes each, mostly waiting) run on
 # workers of their own; everything else is spread over the rest.

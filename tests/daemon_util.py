@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from prober.plan import offsets
+
 ROOT = Path(__file__).resolve().parents[1]
 _started: list[subprocess.Popen[bytes]] = []
 
@@ -25,6 +27,22 @@ def _kill_leftovers() -> None:
     for proc in _started:
         if proc.poll() is None:
             proc.kill()
+
+
+def safe_name(candidates: list[str], timeout: float, send_c2c: int = 4) -> str:
+    """A target name whose attempts all start well inside the minute, so flipping a
+    service's mode exactly at a minute boundary cannot race an attempt."""
+    for name in candidates:
+        starts = offsets(name, "login", 1) + offsets(name, "send_c2c", send_c2c)
+        if all(1.0 <= s <= 60 - timeout - 1.0 for s in starts):
+            return name
+    raise AssertionError("no candidate name with safe offsets")
+
+
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Kill `proc` at exit if the test did not stop it."""
+    _started.append(proc)
+    return proc
 
 
 def wait_until(instant: float) -> None:
@@ -117,6 +135,15 @@ class Daemon:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
+
+    def metrics_names(self) -> set[str]:
+        """Every sample name in /metrics (histograms as their _bucket/_sum/_count)."""
+        _, text = self.get("/metrics")
+        return {
+            sample.name
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         _, text = self.get("/metrics")

@@ -24,10 +24,8 @@ import time
 
 import pytest
 
-from prober.plan import offsets
-
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, next_minute, sample, wait_until
+from .daemon_util import ROOT, Daemon, next_minute, safe_name, sample, wait_until
 
 # Each real-time run gets a worker of its own (make test runs pytest-xdist, loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-http")]
@@ -37,23 +35,13 @@ SCRIPT_TIMEOUT = 5  # the external target's; the largest timeout decides when a 
 CLOSED = SCRIPT_TIMEOUT + 2 + 3  # seconds after a minute's end by which it is surely written
 
 
-def safe_name(candidates: list[str]) -> str:
-    """A target name whose attempts all start well inside the minute, so flipping the
-    service's mode exactly at a minute boundary cannot race an attempt."""
-    for name in candidates:
-        starts = offsets(name, "login", 1) + offsets(name, "send_c2c", 4)
-        if all(1.0 <= s <= 60 - TIMEOUT - 1.0 for s in starts):
-            return name
-    raise AssertionError("no candidate name with safe offsets")
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e")
     chat = ChatServer().start()
     dead = ChatServer().start()
     dead.set_mode("hang")
-    name = safe_name([f"chat-{i}" for i in range(50)])
+    name = safe_name([f"chat-{i}" for i in range(50)], TIMEOUT)
     config = workdir / "config.yaml"
     config.write_text(
         textwrap.dedent(f"""\

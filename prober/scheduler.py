@@ -35,7 +35,7 @@ from .logs import event
 from .metrics import Exposition, Process, TargetInfo
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
-from .sla import Outcome, Reason, State, Verdict, minute_iso
+from .sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 from .view import LedgerView
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
@@ -98,6 +98,10 @@ class Prober:
         self.tasks: set[asyncio.Task[None]] = set()
         self.timers: set[asyncio.TimerHandle] = set()
         self.pending: list[list[ClosedMinute]] = []
+        # Minutes pushed out of the full write buffer: target → (probes, first, end). Once
+        # the ledger takes writes again they are recorded as no_data/prober_down, so the
+        # ledger has no hole and nobody mistakes them for observed minutes.
+        self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
         self.planned_through = -1
         self.next_close = 0
         self.ledger_ok = True
@@ -430,29 +434,68 @@ class Prober:
         if closed_any or self.pending:
             await self._flush()
 
+    def _remember_dropped(self, dropped: list[list[ClosedMinute]]) -> None:
+        for closed in dropped:
+            for item in closed:
+                known = self.dropped.get(item.target)
+                if known is None:
+                    self.dropped[item.target] = (tuple(item.probes), item.minute, item.minute + 1)
+                else:
+                    probes, first, end = known
+                    self.dropped[item.target] = (
+                        probes,
+                        min(first, item.minute),
+                        max(end, item.minute + 1),
+                    )
+
+    def _dropped_batches(self) -> list[ClosedMinute]:
+        """The dropped minutes as prober_down rows, at most CHUNK at a time."""
+        down = Verdict(State.NO_DATA, Reason.PROBER_DOWN)
+        batch: list[ClosedMinute] = []
+        for target, (probes, first, end) in self.dropped.items():
+            for minute in range(first, end):
+                batch.append(
+                    ClosedMinute(
+                        target,
+                        minute,
+                        down,
+                        OutcomeCounts(),
+                        {p: (down, OutcomeCounts()) for p in probes},
+                    )
+                )
+                if len(batch) >= CHUNK:
+                    return batch
+        return batch
+
+    async def _record_dropped(self) -> None:
+        recorded = 0
+        while self.dropped:
+            batch = self._dropped_batches()
+            written = await asyncio.to_thread(self.ledger.write_minutes, batch)
+            self.view.apply(written)
+            recorded += len(written)
+            for item in batch:  # shrink each range from its start
+                probes, _, end = self.dropped[item.target]
+                if item.minute + 1 >= end:
+                    del self.dropped[item.target]
+                else:
+                    self.dropped[item.target] = (probes, item.minute + 1, end)
+            await asyncio.sleep(0)
+        event(
+            logging.WARNING,
+            "minutes dropped from the full write buffer recorded as no_data/prober_down",
+            minutes=recorded,
+        )
+
     async def _flush(self) -> None:
         batch = [item for closed in self.pending for item in closed]
-        if not batch:
+        if not batch and not self.dropped:
             self.pending.clear()
             return
         try:
-            written = await asyncio.to_thread(self.ledger.write_minutes, batch)
+            written = await asyncio.to_thread(self.ledger.write_minutes, batch) if batch else []
         except (sqlite3.Error, OSError, UserError) as exc:
-            self.process.ledger_write_errors += 1
-            self.ledger_ok = False
-            limit = self.config.scheduler.write_buffer_minutes
-            dropped = self.pending[:-limit] if len(self.pending) > limit else []
-            self.pending = self.pending[-limit:]
-            now = self.clock.wall()
-            if now - self.last_write_error_logged > 60 or dropped:
-                self.last_write_error_logged = now
-                event(
-                    logging.ERROR,
-                    "ledger write failed; closed minutes kept in memory",
-                    error=f"{type(exc).__name__}: {exc}",
-                    buffered_minutes=len(self.pending),
-                    dropped_minutes=len(dropped),
-                )
+            self._write_failed(exc)
             return
         if not self.ledger_ok:
             event(logging.INFO, "ledger writable again", written_minutes=len(self.pending))
@@ -461,6 +504,29 @@ class Prober:
         for start in range(0, len(written), CHUNK):
             self.view.apply(written[start : start + CHUNK])
             await asyncio.sleep(0)
+        if self.dropped:
+            try:
+                await self._record_dropped()
+            except (sqlite3.Error, OSError, UserError) as exc:
+                self._write_failed(exc)
+
+    def _write_failed(self, exc: Exception) -> None:
+        self.process.ledger_write_errors += 1
+        self.ledger_ok = False
+        limit = self.config.scheduler.write_buffer_minutes
+        dropped = self.pending[:-limit] if len(self.pending) > limit else []
+        self.pending = self.pending[-limit:]
+        self._remember_dropped(dropped)
+        now = self.clock.wall()
+        if now - self.last_write_error_logged > 60 or dropped:
+            self.last_write_error_logged = now
+            event(
+                logging.ERROR,
+                "ledger write failed; closed minutes kept in memory",
+                error=f"{type(exc).__name__}: {exc}",
+                buffered_minutes=len(self.pending),
+                dropped_minutes=len(dropped),
+            )
 
     async def _prune(self) -> None:
         days = self.config.ledger.attempts_retention_days
@@ -490,8 +556,14 @@ class Prober:
         old = self.config_file
         if new.ledger_path != old.ledger_path:
             event(logging.WARNING, "ledger.path changes need a restart; keeping the old ledger")
-        if new.config.web != old.config.web:
-            event(logging.WARNING, "web settings change need a restart; keeping the old ones")
+        # The web config file is re-read by the daemon on reload; the listener is not.
+        if new.config.web.model_copy(update={"config_file": None}) != old.config.web.model_copy(
+            update={"config_file": None}
+        ):
+            event(
+                logging.WARNING,
+                "listen_address/enable_lifecycle changes need a restart; keeping the old ones",
+            )
         now = self.clock.wall()
         current = int(now // 60)
         fresh: dict[str, TargetRuntime] = {}

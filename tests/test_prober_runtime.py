@@ -31,10 +31,13 @@ class FakeClock:
         return self._mono
 
 
-def make(tmp_path: Path, network: bool = False) -> tuple[Prober, FakeClock, Ledger]:
+def make(
+    tmp_path: Path, network: bool = False, buffer: int = 60
+) -> tuple[Prober, FakeClock, Ledger]:
     closed = free_port()
     text = textwrap.dedent(f"""\
         ledger: {{path: ledger.sqlite3}}
+        scheduler: {{write_buffer_minutes: {buffer}}}
         {f"network_check: {{urls: ['http://127.0.0.1:{closed}/'], timeout: 1s}}" if network else ""}
         targets:
           - name: t
@@ -139,6 +142,47 @@ def test_unwritable_ledger_buffers_minutes_and_writes_them_later(tmp_path: Path)
         assert prober.ledger_ok and not prober.pending
         assert sorted(rows(ledger)) == [minute, minute + 1, minute + 2, minute + 3]
         assert prober.view.verdicts[("t", "")][State.NO_DATA] == 4
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_minutes_beyond_the_buffer_are_recorded_as_prober_down_when_storage_returns(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path, buffer=2)
+        await prober.start()
+        minute = int(BASE // 60)
+        real_write = ledger.write_minutes
+        failing = {"on": True}
+
+        def write(batch):
+            if failing["on"]:
+                raise OSError(30, "Read-only file system")
+            return real_write(batch)
+
+        ledger.write_minutes = write
+        for step in range(1, 6):  # minutes minute .. minute+4 close while the disk is gone
+            clock.now = (minute + step) * 60 + 10
+            await prober._close_due()
+        assert sum(len(b) for b in prober.pending) == 2  # bounded: the newest two
+        assert prober.dropped == {"t": (("login",), minute, minute + 3)}
+        assert prober.process.ledger_write_errors == 5
+        kept = {i.minute: (i.verdict.state, i.verdict.reason) for c in prober.pending for i in c}
+        assert sorted(kept) == [minute + 3, minute + 4]
+        failing["on"] = False
+        clock.now += 1
+        await prober._close_due()
+        assert prober.ledger_ok and not prober.pending and not prober.dropped
+        got = rows(ledger)
+        assert sorted(got) == list(range(minute, minute + 5))
+        down = (State.NO_DATA, Reason.PROBER_DOWN)
+        assert [got[m] for m in range(minute, minute + 3)] == [down] * 3
+        assert {m: got[m] for m in kept} == kept  # the buffered two, as decided
+        probe_rows = [r for r in ledger.minute_rows("t") if r.probe == "login"]
+        assert len(probe_rows) == 5
+        assert prober.view.verdicts[("t", "")][State.NO_DATA] == 5
         await prober.stop()
 
     asyncio.run(main())

@@ -1,0 +1,251 @@
+"""SIGKILL the real daemon over and over (more than 30 times, several of them while a minute
+is being written) and restart it each time: the ledger must stay whole.
+
+Checked after the run: `PRAGMA integrity_check`; every minute of every series exactly once
+and contiguous; no minute written in half (a minute's attempt counts match its attempt rows;
+the running totals match the rows); at most the minute in flight lost per kill, recorded as
+no_data/prober_down; and the exported counters never went backwards across restarts.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import random
+import signal
+import sqlite3
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from .chat_app import ChatServer, free_port
+from .daemon_util import Daemon, next_minute, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-crash")]
+
+TIMEOUT = 2
+CLOSE_DELAY = TIMEOUT + 2  # largest timeout + default close grace
+TARGETS = 40  # enough rows that writing a minute takes a measurable moment
+MINUTES = 5
+KILLS_PER_MINUTE = 7  # one aimed at the minute's write, the rest at random moments
+COUNTERS = ("im_minute_verdicts_total", "im_probe_attempts_total", "im_probe_minute_verdicts_total")
+
+
+def config_text(chat: ChatServer) -> str:
+    targets = "".join(
+        textwrap.dedent(f"""\
+          - name: t{i:02d}
+            kind: http
+            http:
+              base_url: {chat.url}
+              probes:
+                login: [{{method: POST, url: /login, json: {{user: probe, password: "{chat.password}"}}}}]
+                send_c2c: [{{url: /ping}}]
+            probes:
+              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
+              send_c2c: {{attempts_per_minute: 3, timeout: {TIMEOUT}s}}
+            sla: {{service_month_anchor: 2026-01-01}}
+        """)
+        for i in range(TARGETS)
+    )
+    return "ledger: {path: ledger.sqlite3}\ntargets:\n" + textwrap.indent(targets, "  ")
+
+
+def kill_during_write(daemon: Daemon, wal: Path, deadline: float) -> str:
+    """SIGKILL as soon as the WAL grows (a minute's transaction is being written), or at
+    `deadline` if it does not."""
+    assert daemon.proc is not None
+    size = wal.stat().st_size if wal.exists() else 0
+    while time.time() < deadline:
+        if (wal.stat().st_size if wal.exists() else 0) != size:
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+            return "during write"
+        time.sleep(0.0005)
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    return "at deadline"
+
+
+def counters(daemon: Daemon) -> dict:
+    return {key: value for key, value in daemon.metrics().items() if key[0] in COUNTERS}
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crash")
+    chat = ChatServer().start()
+    config = folder / "config.yaml"
+    config.write_text(config_text(chat))
+    ledger = folder / "ledger.sqlite3"
+    wal = folder / "ledger.sqlite3-wal"
+    rng = random.Random(20261127)
+    daemon = Daemon(config, free_port()).start()
+    kills: list[tuple[float, str]] = []
+    backwards: list[str] = []
+    seen: dict = counters(daemon)
+
+    def restart() -> None:
+        daemon.start()
+        now = counters(daemon)
+        for key, value in seen.items():
+            if now.get(key, 0) < value:
+                backwards.append(f"{key}: {value} -> {now.get(key)}")
+        seen.update(now)
+
+    first = next_minute()
+    for minute in range(first, first + MINUTES):
+        # Aim at the moment the previous minute is written (its close tick).
+        close_at = minute * 60 + CLOSE_DELAY
+        wait_until(close_at - 0.3)
+        how = kill_during_write(daemon, wal, close_at + 1.5)
+        kills.append((time.time(), how))
+        restart()
+        # Then random moments through the rest of the minute, a restart apart.
+        moments = sorted(rng.uniform(close_at + 3, (minute + 1) * 60 - 1) for _ in range(30))
+        taken: list[float] = []
+        for moment in moments:
+            if len(taken) == KILLS_PER_MINUTE - 1:
+                break
+            if not taken or moment - taken[-1] > 3.5:
+                taken.append(moment)
+        for moment in taken:
+            wait_until(moment)
+            if time.time() > moment + 1:
+                continue  # the restart took longer than planned: skip rather than bunch up
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+            kills.append((time.time(), "random"))
+            restart()
+    # A last, clean minute, then a graceful stop.
+    end = next_minute()
+    wait_until(end * 60 + CLOSE_DELAY + 3)
+    stop_code = daemon.stop()
+    chat.stop()
+    return {
+        "ledger": ledger,
+        "kills": kills,
+        "backwards": backwards,
+        "stop_code": stop_code,
+        "first": first,
+        "end": end,
+        "log": daemon.log.read_text(),
+    }
+
+
+def test_at_least_30_kills_some_during_a_write(crashed):
+    kills = crashed["kills"]
+    assert len(kills) >= 30
+    assert sum(1 for _, how in kills if how == "during write") >= 3
+    assert crashed["stop_code"] == 0
+
+
+def test_the_ledger_passes_integrity_check(crashed):
+    with sqlite3.connect(crashed["ledger"]) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_every_minute_once_and_contiguous(crashed):
+    with sqlite3.connect(crashed["ledger"]) as db:
+        series = db.execute("SELECT id, target, probe FROM series").fetchall()
+        assert len(series) == TARGETS * 3  # target level + login + send_c2c
+        for sid, target, probe in series:
+            minutes = [
+                m
+                for (m,) in db.execute(
+                    "SELECT minute FROM minutes WHERE series_id = ? ORDER BY minute", (sid,)
+                )
+            ]
+            assert len(minutes) == len(set(minutes))
+            assert minutes == list(range(minutes[0], minutes[-1] + 1)), (target, probe)
+            assert minutes[-1] >= crashed["end"], (target, probe)
+
+
+def test_no_minute_is_written_in_half(crashed):
+    with sqlite3.connect(crashed["ledger"]) as db:
+        # A probe minute's counts are exactly its attempt rows.
+        mismatched = db.execute(
+            """
+            SELECT s.target, s.probe, m.minute,
+                   m.success + m.failure + m.client_error + m.throttled + m.prober_fault,
+                   (SELECT count(*) FROM attempts a
+                     WHERE a.series_id = m.series_id AND a.minute = m.minute)
+            FROM minutes m JOIN series s ON s.id = m.series_id
+            WHERE s.probe != ''
+            """
+        ).fetchall()
+        assert [row for row in mismatched if row[3] != row[4]] == []
+        # Every target minute has its per-probe minutes, written in the same transaction.
+        orphans = db.execute(
+            """
+            SELECT s.target, m.minute FROM minutes m JOIN series s ON s.id = m.series_id
+            WHERE s.probe = '' AND (
+              SELECT count(*) FROM minutes p JOIN series ps ON ps.id = p.series_id
+              WHERE ps.target = s.target AND ps.probe != '' AND p.minute = m.minute) != 2
+            """
+        ).fetchall()
+        assert orphans == []
+        # The running totals are the rows, exactly.
+        totals = dict(
+            ((sid, state), count)
+            for sid, state, count in db.execute("SELECT * FROM verdict_totals WHERE count > 0")
+        )
+        counted = dict(
+            ((sid, state), count)
+            for sid, state, count in db.execute(
+                "SELECT series_id, state, count(*) FROM minutes GROUP BY series_id, state"
+            )
+        )
+        assert totals == counted
+        attempt_totals = dict(
+            ((sid, outcome), count)
+            for sid, outcome, count in db.execute("SELECT * FROM attempt_totals WHERE count > 0")
+        )
+        attempt_rows = dict(
+            ((sid, outcome), count)
+            for sid, outcome, count in db.execute(
+                "SELECT series_id, outcome, count(*) FROM attempts GROUP BY series_id, outcome"
+            )
+        )
+        assert attempt_totals == attempt_rows
+
+
+def test_at_most_the_minute_in_flight_is_lost_per_kill(crashed):
+    kill_minutes = [int(at // 60) for at, _ in crashed["kills"]]
+    with sqlite3.connect(crashed["ledger"]) as db:
+        rows = db.execute(
+            "SELECT target, minute, state, reason FROM minute_rows WHERE probe = ''"
+        ).fetchall()
+    states = Counter((state, reason) for _, _, state, reason in rows)
+    # The service worked throughout: every minute is available or lost to a kill.
+    assert set(states) <= {("available", ""), ("no_data", "prober_down")}, states
+    lost_by_target: dict[str, list[int]] = {}
+    for target, minute_iso, state, _ in rows:
+        if state == "no_data":
+            minute = calendar.timegm(time.strptime(minute_iso, "%Y-%m-%dT%H:%M:%SZ")) // 60
+            lost_by_target.setdefault(target, []).append(minute)
+    for target, lost in lost_by_target.items():
+        # Each kill loses at most one minute (the one being closed or probed) ...
+        assert len(lost) <= len(kill_minutes), target
+        # ... and only a minute at or just before a kill.
+        for minute in lost:
+            assert any(k - 1 <= minute <= k for k in kill_minutes), (target, minute)
+
+
+def test_counters_never_went_backwards(crashed):
+    assert crashed["backwards"] == []
+
+
+def test_each_restart_recorded_the_gap_or_resumed(crashed):
+    assert crashed["log"].count("prober started") == len(crashed["kills"]) + 1
+    assert "Traceback" not in crashed["log"]
+
+
+def test_wal_is_checkpointed_on_a_clean_stop(crashed):
+    wal = Path(str(crashed["ledger"]) + "-wal")
+    assert not wal.exists() or os.path.getsize(wal) == 0

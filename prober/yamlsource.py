@@ -78,7 +78,13 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
 
 
 def load_yaml(text: str) -> YamlDocument:
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # checks the characters first
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise YamlError(
+            f"invalid YAML: character #x{exc.character:04x} is not allowed", line
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:

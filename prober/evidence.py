@@ -15,7 +15,7 @@ from . import __version__, sla
 from .attempts import Attempt
 from .errors import UserError
 from .ledger import Ledger
-from .report import Report, as_dict, render_text
+from .report import Report, as_dict, render_html, render_text
 from .secrets import redact
 from .sla import State, minute_iso
 
@@ -120,6 +120,7 @@ def write_evidence(
     files["attempts.csv"] = _sha256(out_dir / "attempts.csv")
     put("report.txt", render_text(report))
     put("report.json", json.dumps(as_dict(report), indent=2) + "\n")
+    put("report.html", render_html(report))
 
     missing = sum(1 for m in failed if not by_minute.get(m))
     summary = {

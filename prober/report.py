@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from dataclasses import dataclass
@@ -148,31 +149,46 @@ def _pct(value: Fraction | None, digits: int = 4) -> str:
     return f"{float(value * 100):.{digits}f}%"
 
 
+def headline(report: Report) -> str:
+    f = report.figures
+    so_far = "" if report.complete else " so far"
+    availability = _pct(f.sla_availability)
+    if f.total == 0:
+        return "NO DATA: the service month has not started yet"
+    if report.objective_met:
+        objective = _pct(report.objective, 2)
+        return f"MET{so_far}: SLA availability {availability} ≥ objective {objective}"
+    credit = f"{_percent_number(report.credit_ratio)}% credit"
+    if report.credit_amount is not None:
+        credit += f" = {report.credit_amount} {report.currency or ''}".rstrip()
+    return (
+        f"MISSED{so_far}: SLA availability {availability} < objective "
+        f"{_pct(report.objective, 2)} → {credit}"
+    )
+
+
+def claim_status(report: Report) -> str | None:
+    """Where today stands in the claim window, once a missed month has ended."""
+    today = report.as_of.astimezone(report.month.start.tzinfo).date()
+    if report.objective_met or not report.complete:
+        return None
+    if today < report.claim.opens:
+        return f"a claim can be filed from {report.claim.opens}"
+    if today <= report.claim.closes:
+        return f"the window is OPEN: file by {report.claim.closes}"
+    return "the window has CLOSED"
+
+
 def render_text(report: Report) -> str:
     f = report.figures
     month = report.month
     span = f"{month.start:%Y-%m-%d %H:%M} – {month.end:%Y-%m-%d %H:%M} {report.timezone}"
-    so_far = "" if report.complete else " so far"
     availability = _pct(f.sla_availability)
-    if f.total == 0:
-        headline = "NO DATA: the service month has not started yet"
-    elif report.objective_met:
-        headline = (
-            f"MET{so_far}: SLA availability {availability} ≥ objective {_pct(report.objective, 2)}"
-        )
-    else:
-        credit = f"{_percent_number(report.credit_ratio)}% credit"
-        if report.credit_amount is not None:
-            credit += f" = {report.credit_amount} {report.currency or ''}".rstrip()
-        headline = (
-            f"MISSED{so_far}: SLA availability {availability} < objective "
-            f"{_pct(report.objective, 2)} → {credit}"
-        )
     lines = [
         f"im-prober SLA report — target {report.target}",
         f"Service month {span}{'' if report.complete else ' (in progress)'}",
         "",
-        headline,
+        headline(report),
         "",
         f"  minutes elapsed        {f.total:>8}",
         f"  available              {f.available:>8}",
@@ -204,14 +220,9 @@ def render_text(report: Report) -> str:
         f"Credit claim window: {report.claim.opens} to {report.claim.closes} "
         f"(through the provider's support tickets)",
     ]
-    today = report.as_of.astimezone(report.month.start.tzinfo).date()
-    if not report.objective_met and report.complete:
-        if today < report.claim.opens:
-            lines.append(f"  a claim can be filed from {report.claim.opens}")
-        elif today <= report.claim.closes:
-            lines.append(f"  the window is OPEN: file by {report.claim.closes}")
-        else:
-            lines.append("  the window has CLOSED")
+    status = claim_status(report)
+    if status is not None:
+        lines.append(f"  {status}")
     return "\n".join(lines) + "\n"
 
 
@@ -237,4 +248,85 @@ def render_csv(report: Report) -> str:
     return out.getvalue()
 
 
-RENDERERS = {"text": render_text, "json": render_json, "csv": render_csv}
+_HTML_STYLE = (
+    "body{font:15px/1.45 system-ui,sans-serif;max-width:46rem;margin:2rem auto;color:#222}"
+    "h1{font-size:1.3rem}table{border-collapse:collapse;margin:.5rem 0 1.2rem}"
+    "td,th{padding:.2rem .8rem;border-bottom:1px solid #ddd;text-align:left}"
+    "td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    ".met{color:#166534}.missed{color:#b91c1c}.warn{background:#fef3c7;padding:.5rem}"
+    "footer{color:#666;font-size:.85rem}"
+)
+
+
+def render_html(report: Report) -> str:
+    """One self-contained page (no scripts, no external assets) to attach to a claim."""
+    e = html.escape
+    f = report.figures
+    month = report.month
+    span = f"{month.start:%Y-%m-%d %H:%M} – {month.end:%Y-%m-%d %H:%M} {report.timezone}"
+    verdict_class = "met" if report.objective_met else "missed"
+    rows = [
+        ("minutes elapsed", f.total),
+        ("available", f.available),
+        ("apparent failure", f.apparent_failure),
+        ("maintenance", f.maintenance),
+        ("no data", f.no_data),
+    ]
+    figures = [
+        ("SLA availability (1 − failed / elapsed)", _pct(f.sla_availability)),
+        ("measured availability (available / observed)", _pct(f.measured_availability)),
+        ("coverage (observed / outside maintenance)", _pct(f.coverage, 2)),
+        ("objective", _pct(report.objective, 2)),
+        (
+            "credit",
+            f"{_percent_number(report.credit_ratio)}%"
+            + (
+                f" = {report.credit_amount} {report.currency or ''}".rstrip()
+                if report.credit_amount is not None
+                else ""
+            ),
+        ),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>SLA report {e(report.target)} {month.start:%Y-%m-%d}</title>",
+        f"<style>{_HTML_STYLE}</style></head><body>",
+        f"<h1>im-prober SLA report — target {e(report.target)}</h1>",
+        f"<p>Service month {e(span)}{'' if report.complete else ' (in progress)'}</p>",
+        f'<p class="{verdict_class}"><strong>{e(headline(report))}</strong></p>',
+        "<table><tr><th>minutes</th><th></th></tr>",
+        *(f'<tr><td>{e(k)}</td><td class="n">{v}</td></tr>' for k, v in rows),
+        "</table><table>",
+        *(f'<tr><td>{e(k)}</td><td class="n">{e(v)}</td></tr>' for k, v in figures),
+        "</table>",
+    ]
+    if report.low_coverage:
+        parts.append(
+            f'<p class="warn">Coverage is {e(_pct(f.coverage, 2))}, below 99%: {f.no_data} '
+            "minutes were not observed. The SLA formula does not count them as failures.</p>"
+        )
+    parts.append(f"<h2>Incidents ({len(report.incidents)})</h2>")
+    if report.incidents:
+        parts.append("<table><tr><th>start</th><th>end</th><th>minutes</th></tr>")
+        for incident in report.incidents:
+            parts.append(
+                f"<tr><td>{e(_local(incident.start_minute, report))}</td>"
+                f"<td>{e(_local(incident.end_minute, report))}</td>"
+                f'<td class="n">{incident.minutes}</td></tr>'
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>none</p>")
+    status = claim_status(report)
+    parts += [
+        "<h2>Credit claim window</h2>",
+        f"<p>{report.claim.opens} to {report.claim.closes} (through the provider's support "
+        f"tickets){'; ' + e(status) if status else ''}</p>",
+        f"<footer>Computed {e(report.as_of.isoformat())} from the im-prober ledger.</footer>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+RENDERERS = {"text": render_text, "json": render_json, "csv": render_csv, "html": render_html}

@@ -204,6 +204,30 @@ def test_report_csv(april_ledger: Path, capsys) -> None:
     assert rows["claim_window.opens"] == "2026-06-06"
 
 
+def test_report_html_is_one_self_contained_page(april_ledger: Path, capsys) -> None:
+    code, out, _ = run(
+        capsys,
+        "report",
+        "-c",
+        str(april_ledger),
+        "--target",
+        "demo",
+        "--month",
+        "2026-04",
+        "--format",
+        "html",
+        "--now",
+        "2026-06-10T00:00:00Z",
+    )
+    assert code == 0
+    assert out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
+    assert "<script" not in out and "http://" not in out and "https://" not in out
+    assert 'class="missed"' in out and "MISSED" in out
+    assert '<td class="n">433</td>' in out  # apparent-failure minutes, as in the CSV
+    assert "the window is OPEN: file by 2026-07-15" in out
+    assert "&lt; objective" in out  # text is escaped
+
+
 def test_evidence_pack_has_every_failed_minute_and_checksums(april_ledger: Path, capsys, tmp_path):
     out_dir = tmp_path / "evidence"
     code, _, err = run(

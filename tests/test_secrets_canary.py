@@ -206,7 +206,7 @@ def canary_run(tmp_path_factory):
     texts["probe-once"] = cli("probe-once", "-c", str(config))
     texts["ledger-export"] = cli("ledger", "export", "-c", str(config))
     for target in ("chat", "tencent", "script", "matrix-dead", "hostile-1"):
-        for fmt in ("text", "json", "csv"):
+        for fmt in ("text", "json", "csv", "html"):
             texts[f"report-{target}-{fmt}"] = cli(
                 "report", "-c", str(config), "--target", target, "--format", fmt
             )

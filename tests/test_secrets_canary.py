@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import bcrypt
 import pytest
@@ -151,6 +152,20 @@ def canary_run(tmp_path_factory):
     daemon = Daemon(
         config, free_port(), env=env, headers=basic("prometheus", CANARIES["scrape_password"])
     ).start()
+
+    def cli(*args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "prober", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+        )
+        if check:
+            assert result.returncode in (0, 1), result.stderr
+        return result.stdout + result.stderr
+
     texts: dict[str, str] = {}
     try:
         m0 = next_minute()
@@ -167,6 +182,8 @@ def canary_run(tmp_path_factory):
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(10)
         daemon.start()
+        # One attempt of everything now, while the faults are live.
+        texts["probe-once"] = cli("probe-once", "-c", str(config))
         wait_until((m0 + 1) * 60 + 2)
         chat.set_mode("reset")
         emulator.set_fault("hang")
@@ -188,22 +205,8 @@ def canary_run(tmp_path_factory):
         hostile.stop()
     texts["log"] = daemon.log.read_text()
 
-    def cli(*args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "prober", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=120,
-        )
-        if check:
-            assert result.returncode in (0, 1), result.stderr
-        return result.stdout + result.stderr
-
-    month = __import__("time").strftime("%Y-%m", __import__("time").gmtime(m0 * 60))
+    month = time.strftime("%Y-%m", time.gmtime(m0 * 60))
     texts["check-config"] = cli("check-config", "-c", str(config))
-    texts["probe-once"] = cli("probe-once", "-c", str(config))
     texts["ledger-export"] = cli("ledger", "export", "-c", str(config))
     for target in ("chat", "tencent", "script", "matrix-dead", "hostile-1"):
         for fmt in ("text", "json", "csv", "html"):

@@ -1,8 +1,10 @@
 """Where in each minute every attempt goes: spread evenly, staggered across targets.
 
 Probe p of target t with n attempts a minute runs at offsets s + k·(60/n) seconds, k < n,
-where s in [0, 60/n) is fixed per (t, p) by a hash, so targets do not all fire at second 0
-and a target keeps its rhythm across restarts.
+where s is fixed per (t, p) by a hash, so targets do not all fire at second 0 and a target
+keeps its rhythm across restarts. s keeps a margin from both ends of its slot: an attempt
+belongs to the minute it starts in, and one planned at second 59.95 that starts a few
+milliseconds late would land in the next minute and leave its own without an attempt.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ class Planned:
         return int(self.at // 60)
 
 
+EDGE_MARGIN = 1.0  # seconds kept free at each end of a slot (less for very short slots)
+
+
 def stagger(target: str, probe: str, spacing: float) -> float:
     fraction = zlib.crc32(f"{target}\0{probe}".encode()) / 2**32
-    return round(fraction * spacing, 3)
+    margin = min(EDGE_MARGIN, spacing / 4)
+    return round(margin + fraction * (spacing - 2 * margin), 3)
 
 
 def offsets(target: str, probe: str, per_minute: int) -> list[float]:

@@ -48,9 +48,16 @@ system-deps:
 test: system-deps $(BIN)/.installed lint
 	$(BIN)/pytest -n 4 --dist loadgroup
 
-bench: $(BIN)/.installed
+# The comparison benchmarks also need Debian's prometheus-blackbox-exporter.
+bench: system-deps $(BIN)/.installed
+	@command -v prometheus-blackbox-exporter >/dev/null 2>&1 || { \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends prometheus-blackbox-exporter >/dev/null; }
 	$(BIN)/python bench/ledger_bench.py
 	$(BIN)/python bench/daemon_bench.py
+	$(BIN)/python bench/blackbox_bench.py
+	$(BIN)/python bench/accuracy_bench.py
+	$(BIN)/python bench/detection_bench.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -43,10 +43,10 @@ system-deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The three real-time end-to-end runs (several real minutes each, mostly waiting) run on
-# workers of their own; everything else is spread over the rest.
+# The real-time runs (a few real minutes each, mostly waiting) each keep to one worker
+# (xdist_group); more workers than cores, since those workers mostly sleep.
 test: system-deps $(BIN)/.installed lint
-	$(BIN)/pytest -n 4 --dist loadgroup
+	$(BIN)/pytest -n 6 --dist loadgroup
 
 # The comparison benchmarks also need Debian's prometheus-blackbox-exporter.
 bench: system-deps $(BIN)/.installed

@@ -26,6 +26,7 @@ from prober.config import parse_config
 from prober.errors import UserError
 from prober.minute_csv import read_rows
 from prober.secrets import Secret
+from prober.sla import Outcome
 from prober.webconfig import load_web_config, parse_basic
 
 from .chat_app import free_port
@@ -404,3 +405,41 @@ def test_adapters_turn_any_response_into_a_result(
     assert result is not None, "the adapter hung on a complete response"
     assert isinstance(result, Result)
     assert "matrix-pass" not in result.detail and "fuzz-key" not in result.detail
+
+
+@FUZZ
+@given(
+    stdout=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda d, rest: json.dumps(d).encode() + rest,
+            st.dictionaries(
+                st.sampled_from(["outcome", "error_kind", "detail", "x"]),
+                st.one_of(
+                    json_leaf,
+                    st.lists(json_leaf, max_size=2),
+                    st.sampled_from(
+                        [
+                            "success",
+                            "failure",
+                            "client_error",
+                            "throttled",
+                            "prober_fault",
+                            "Bad Kind",
+                        ]
+                    ),
+                ),
+                max_size=4,
+            ),
+            st.binary(max_size=20),
+        ),
+    ),
+    returncode=st.integers(-255, 255),
+)
+def test_external_report_line_gives_a_result(stdout: bytes, returncode: int) -> None:
+    from prober.adapters.external import parse_report
+
+    result = parse_report(stdout, returncode)
+    assert isinstance(result, Result)
+    if returncode != 0:
+        assert result.outcome is not Outcome.SUCCESS

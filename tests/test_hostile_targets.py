@@ -110,7 +110,7 @@ def test_every_hostile_response_at_once_beside_a_healthy_target(hostile: Hostile
         # The healthy target beside them: every attempt succeeded, promptly.
         assert len(healthy_results) >= 5
         assert all(o == (Outcome.SUCCESS, "") for o, _ in healthy_results), healthy_results
-        assert max(e for _, e in healthy_results) < 0.5
+        assert max(e for _, e in healthy_results) < 1.0  # loopback: ~5 ms unloaded
     # Bounded: a 1 GiB compression bomb, an endless body and 2 MB of headers, three times
     # over, cost far less than any of them would if read whole.
     print(f"hostile rounds: peak traced memory {peak / 2**20:.1f} MiB")

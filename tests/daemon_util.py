@@ -29,6 +29,38 @@ def _kill_leftovers() -> None:
             proc.kill()
 
 
+def chat_target(
+    name: str,
+    base_url: str,
+    timeout: float,
+    *,
+    sends: int = 4,
+    password_env: str = "CHAT_PASSWORD",
+    extra_http: str = "",
+    sla: str = "{service_month_anchor: 2026-01-01}",
+) -> str:
+    """YAML of an `http` target for the chat service (tests/chat_app.py): log in with the
+    password from the environment, send with the token. Indented to follow `targets:`."""
+    return f"""\
+  - name: {name}
+    kind: http
+    http:
+      base_url: {base_url}
+{extra_http}      variables: {{password: {{env: {password_env}}}}}
+      probes:
+        login:
+          - {{method: POST, url: /login, json: {{user: probe, password: "{{password}}"}},
+             extract: {{token: {{path: token, secret: true}}}}}}
+        send_c2c:
+          - {{method: POST, url: /send, headers: {{Authorization: "Bearer {{token}}"}},
+             json: {{text: "probe {{uuid}}"}}, expect_json: {{ok: true}}}}
+    probes:
+      login: {{attempts_per_minute: 1, timeout: {timeout:g}s}}
+      send_c2c: {{attempts_per_minute: {sends}, timeout: {timeout:g}s}}
+    sla: {sla}
+"""
+
+
 def safe_name(candidates: list[str], timeout: float, send_c2c: int = 4) -> str:
     """A target name whose attempts all start well inside the minute, so flipping a
     service's mode exactly at a minute boundary cannot race an attempt."""

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, next_minute, safe_name, sample, wait_until
+from .daemon_util import ROOT, Daemon, chat_target, next_minute, safe_name, sample, wait_until
 
 # Each real-time run gets a worker of its own (make test runs pytest-xdist, loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-http")]
@@ -44,26 +44,19 @@ def run(tmp_path_factory):
     name = safe_name([f"chat-{i}" for i in range(50)], TIMEOUT)
     config = workdir / "config.yaml"
     config.write_text(
-        textwrap.dedent(f"""\
-        ledger: {{path: ledger.sqlite3}}
-        web: {{enable_lifecycle: true}}
+        textwrap.dedent("""\
+        ledger: {path: ledger.sqlite3}
+        web: {enable_lifecycle: true}
         targets:
-          - name: {name}
-            kind: http
-            http:
-              base_url: {chat.url}
-              variables: {{password: {{env: CHAT_PASSWORD}}}}
-              probes:
-                login:
-                  - {{method: POST, url: /login, json: {{user: probe, password: "{{password}}"}},
-                     extract: {{token: {{path: token, secret: true}}}}}}
-                send_c2c:
-                  - {{method: POST, url: /send, headers: {{Authorization: "Bearer {{token}}"}},
-                     json: {{text: "probe {{uuid}}"}}, expect_json: {{ok: true}}}}
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 4, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01, timezone: Asia/Shanghai}}
+        """)
+        + chat_target(
+            name,
+            chat.url,
+            TIMEOUT,
+            sla="{service_month_anchor: 2026-01-01, timezone: Asia/Shanghai}",
+        )
+        + textwrap.indent(
+            textwrap.dedent(f"""\
           - name: blackhole
             kind: http
             http:
@@ -78,7 +71,9 @@ def run(tmp_path_factory):
             probes:
               login: {{attempts_per_minute: 1, timeout: {SCRIPT_TIMEOUT}s}}
             sla: {{service_month_anchor: 2026-01-01}}
-        """)
+        """),
+            "  ",
+        )
     )
     daemon = Daemon(config, free_port(), env={"CHAT_PASSWORD": chat.password}).start()
     m0 = next_minute()

@@ -24,7 +24,7 @@ import yaml
 
 from .certs import CA
 from .chat_app import ChatServer, free_port
-from .daemon_util import Daemon, next_minute, safe_name, wait_until
+from .daemon_util import Daemon, chat_target, next_minute, safe_name, wait_until
 from .dashboard import as_promql, dashboard_queries, metric_names
 from .prometheus_stack import RULES, Alertmanager, Prometheus, Webhook, poll
 from .test_web_security import basic, client_context
@@ -58,23 +58,10 @@ def stack(tmp_path_factory):
         web: {{config_file: web.yml}}
         network_check: {{urls: ["{webhook.url}/reference"], timeout: 2s}}
         targets:
-          - name: {name}
-            kind: http
-            http:
-              base_url: {chat.url}
-              variables: {{password: {{env: CHAT_PASSWORD}}}}
-              probes:
-                login:
-                  - {{method: POST, url: /login, json: {{user: probe, password: "{{password}}"}},
-                     extract: {{token: {{path: token, secret: true}}}}}}
-                send_c2c:
-                  - {{method: POST, url: /send, headers: {{Authorization: "Bearer {{token}}"}},
-                     json: {{text: "probe {{uuid}}"}}, expect_json: {{ok: true}}}}
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 4, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01, monthly_fee: "100.00"}}
         """)
+        + chat_target(
+            name, chat.url, TIMEOUT, sla='{service_month_anchor: 2026-01-01, monthly_fee: "100.00"}'
+        )
     )
     daemon = Daemon(
         config,

@@ -18,7 +18,7 @@ import bcrypt
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, next_minute, wait_until
+from .daemon_util import ROOT, Daemon, chat_target, next_minute, wait_until
 from .hostile import HostileServer
 from .tencent_emulator import TencentEmulator
 from .test_web_security import basic
@@ -43,27 +43,18 @@ def config_text(chat: ChatServer, emulator: TencentEmulator, hostile: HostileSer
         "import os, sys; print('token is', os.environ['TOKEN']); "
         "print('stderr', os.environ['TOKEN'], file=sys.stderr); sys.exit(1)"
     )
-    return textwrap.dedent(f"""\
-        ledger: {{path: ledger.sqlite3}}
-        web: {{config_file: web.yml}}
-        targets:
-          - name: chat
-            kind: http
-            http:
-              base_url: {chat.url}
-              headers: {{X-Api-Key: {{file: api.key}}}}
-              variables: {{password: {{env: CANARY_CHAT_PASSWORD}}}}
-              probes:
-                login:
-                  - {{method: POST, url: /login, json: {{user: probe, password: "{{password}}"}},
-                     extract: {{token: {{path: token, secret: true}}}}}}
-                send_c2c:
-                  - {{method: POST, url: /send, headers: {{Authorization: "Bearer {{token}}"}},
-                     json: {{text: "probe {{uuid}}"}}, expect_json: {{ok: true}}}}
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 6, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01}}
+    return (
+        "ledger: {path: ledger.sqlite3}\nweb: {config_file: web.yml}\ntargets:\n"
+        + chat_target(
+            "chat",
+            chat.url,
+            TIMEOUT,
+            sends=6,
+            password_env="CANARY_CHAT_PASSWORD",
+            extra_http="      headers: {X-Api-Key: {file: api.key}}\n",
+        )
+        + textwrap.indent(
+            textwrap.dedent(f"""\
           - name: tencent
             kind: tencent_im
             tencent_im:
@@ -94,17 +85,21 @@ def config_text(chat: ChatServer, emulator: TencentEmulator, hostile: HostileSer
             probes:
               login: {{attempts_per_minute: 2, timeout: {TIMEOUT}s}}
             sla: {{service_month_anchor: 2026-01-01}}
-        """) + "".join(
-        hostile_target(i, base, path, hostile)
-        for i, (base, path) in enumerate(
-            [
-                (hostile.url, "/slow-body"),
-                (hostile.url, "/gzip-bomb"),
-                (hostile.url, "/bad-utf8"),
-                (hostile.url, "/redirect-loop"),
-                (hostile.tls_url("expired"), "/ok"),
-                (hostile.tls_url("wrong_host"), "/ok"),
-            ]
+        """),
+            "  ",
+        )
+        + "".join(
+            hostile_target(i, base, path, hostile)
+            for i, (base, path) in enumerate(
+                [
+                    (hostile.url, "/slow-body"),
+                    (hostile.url, "/gzip-bomb"),
+                    (hostile.url, "/bad-utf8"),
+                    (hostile.url, "/redirect-loop"),
+                    (hostile.tls_url("expired"), "/ok"),
+                    (hostile.tls_url("wrong_host"), "/ok"),
+                ]
+            )
         )
     )
 

@@ -66,6 +66,17 @@ def query(prometheus: str, promql: str) -> float:
     return float(result[0]["value"][1]) if result else float("nan")
 
 
+def interval_p99(prometheus: str) -> float:
+    """Prometheus's own p99 of the time between scrapes of a target (its /metrics, as it
+    does not scrape itself here): how late scrapes, and so probes, start."""
+    for line in scrape(f"{prometheus}/metrics").splitlines():
+        if line.startswith("prometheus_target_interval_length_seconds{") and (
+            'interval="15s"' in line and 'quantile="0.99"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
 def run_blackbox(targets: int, minutes: int, server: str) -> dict[str, float]:
     exporter_bin = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
     prometheus_bin = shutil.which("prometheus")

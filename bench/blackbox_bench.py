@@ -150,13 +150,7 @@ def run_blackbox(targets: int, minutes: int, server: str) -> dict[str, float]:
             scrapes1 = query(prom_url, "sum(count_over_time(probe_success[10y]))")
             attempts = scrapes1 - scrapes0
             failed = query(prom_url, "count(probe_success == 0) or vector(0)")
-            lag_p99 = (
-                query(
-                    prom_url,
-                    'max(prometheus_target_interval_length_seconds{quantile="0.99",interval="15s"})',
-                )
-                - 15
-            )
+            lag_p99 = interval_p99(prom_url) - 15
             return {
                 "attempts_per_s": attempts / (t1 - t0),
                 "cpu_us_per_attempt": (cpu1 - cpu0) / attempts * 1e6,

@@ -42,9 +42,3 @@ def demo_config(write_config) -> Path:
 
 
 from .synapse_fixture import matrix, strict_matrix  # noqa: E402,F401 - session fixtures
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The real-time runs (xdist groups) first: pytest-xdist then hands each to a worker of
-    its own at the start, instead of queueing one behind another late in the run."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

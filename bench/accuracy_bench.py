@@ -30,15 +30,15 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+
+from daemon_bench import start_prometheus
 
 from prober.sla import Outcome, OutcomeCounts, count_states, credit_ratio
 from prober.sla.verdicts import decide_target
@@ -130,15 +130,9 @@ def blackbox_samples(minutes: list[Minute], rng: random.Random) -> list[tuple[in
     return samples
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prometheus_estimates(series: dict[str, list[tuple[int, int]]]) -> dict[str, float]:
-    promtool, prometheus = shutil.which("promtool"), shutil.which("prometheus")
-    if not promtool or not prometheus:
+    promtool = shutil.which("promtool")
+    if not promtool:
         raise SystemExit("needs Debian's prometheus package (promtool, prometheus)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -156,31 +150,10 @@ def prometheus_estimates(series: dict[str, list[tuple[int, int]]]) -> dict[str, 
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        (folder / "prometheus.yml").write_text("global: {}\n")
-        proc = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tsdb}",
-                "--storage.tsdb.retention.time=100y",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        proc, base = start_prometheus(
+            folder, "global: {}\n", flags=("--storage.tsdb.retention.time=100y",)
         )
         try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/-/ready", timeout=2):
-                        break
-                except OSError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.3)
             end = START + MINUTES * 60
             params = {"query": "avg_over_time(probe_success[30d])", "time": str(end)}
             with urllib.request.urlopen(

@@ -27,7 +27,16 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from daemon_bench import ROOT, cpu_seconds, free_port, pinned, rss_mb, run_one, scrape
+from daemon_bench import (
+    ROOT,
+    cpu_seconds,
+    free_port,
+    pinned,
+    rss_mb,
+    run_one,
+    scrape,
+    start_prometheus,
+)
 
 BLACKBOX_MODULE = {
     "modules": {
@@ -79,39 +88,36 @@ def interval_p99(prometheus: str) -> float:
 
 def run_blackbox(targets: int, minutes: int, server: str) -> dict[str, float]:
     exporter_bin = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
-    prometheus_bin = shutil.which("prometheus")
-    if not exporter_bin or not prometheus_bin:
-        raise SystemExit("needs Debian's prometheus-blackbox-exporter and prometheus")
+    if not exporter_bin:
+        raise SystemExit("needs Debian's prometheus-blackbox-exporter")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "blackbox.yml").write_text(yaml.safe_dump(BLACKBOX_MODULE))
-        exporter_port, prometheus_port = free_port(), free_port()
+        exporter_port = free_port()
         urls = [f"{server}/send?t={i}" for i in range(targets)]
-        (folder / "prometheus.yml").write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
-                    "scrape_configs": [
-                        {
-                            "job_name": "blackbox",
-                            "metrics_path": "/probe",
-                            "params": {"module": ["im_send"]},
-                            "static_configs": [{"targets": urls}],
-                            "relabel_configs": [
-                                {
-                                    "source_labels": ["__address__"],
-                                    "target_label": "__param_target",
-                                },
-                                {"source_labels": ["__param_target"], "target_label": "instance"},
-                                {
-                                    "target_label": "__address__",
-                                    "replacement": f"127.0.0.1:{exporter_port}",
-                                },
-                            ],
-                        }
-                    ],
-                }
-            )
+        prometheus_config = yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "blackbox",
+                        "metrics_path": "/probe",
+                        "params": {"module": ["im_send"]},
+                        "static_configs": [{"targets": urls}],
+                        "relabel_configs": [
+                            {
+                                "source_labels": ["__address__"],
+                                "target_label": "__param_target",
+                            },
+                            {"source_labels": ["__param_target"], "target_label": "instance"},
+                            {
+                                "target_label": "__address__",
+                                "replacement": f"127.0.0.1:{exporter_port}",
+                            },
+                        ],
+                    }
+                ],
+            }
         )
         exporter = subprocess.Popen(
             [
@@ -124,22 +130,10 @@ def run_blackbox(targets: int, minutes: int, server: str) -> dict[str, float]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        prometheus = subprocess.Popen(
-            [
-                *pinned(0),
-                prometheus_bin,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        prom_url = f"http://127.0.0.1:{prometheus_port}"
+        prometheus = None
         try:
             wait_http(f"http://127.0.0.1:{exporter_port}/metrics", exporter)
-            wait_http(f"{prom_url}/-/ready", prometheus)
+            prometheus, prom_url = start_prometheus(folder, prometheus_config, cpu=0)
             time.sleep(75)  # every target scraped several times: steady state
             scrapes0 = query(prom_url, "sum(count_over_time(probe_success[10y]))")
             cpu0 = cpu_seconds(exporter.pid) + cpu_seconds(prometheus.pid)
@@ -160,7 +154,7 @@ def run_blackbox(targets: int, minutes: int, server: str) -> dict[str, float]:
                 "failed_targets": failed,
             }
         finally:
-            for proc in (prometheus, exporter):
+            for proc in [p for p in (prometheus, exporter) if p is not None]:
                 proc.terminate()
                 try:
                     proc.wait(30)

@@ -54,6 +54,42 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 
 
+def start_prometheus(
+    folder: Path, config: str, *, cpu: int | None = None, flags: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's prometheus with `config` (YAML text) in `folder`, once it is ready; returns
+    the process and its base URL."""
+    binary = shutil.which("prometheus")
+    if not binary:
+        raise SystemExit("needs Debian's prometheus package")
+    (folder / "prometheus.yml").write_text(config)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(pinned(cpu) if cpu is not None else []),
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            scrape(url + "/-/ready")
+            return proc, url
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("prometheus did not become ready") from None
+            time.sleep(0.3)
+
+
 def write_config(path: Path, targets: int, server: str) -> None:
     lines = ["ledger: {path: ledger.sqlite3}", "targets:"]
     for i in range(targets):

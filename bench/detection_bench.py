@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5
 sys.path.insert(0, str(ROOT / "bench"))
-from daemon_bench import free_port, scrape  # noqa: E402
+from daemon_bench import free_port, scrape, start_prometheus  # noqa: E402
 
 
 class Switch:
@@ -78,14 +77,11 @@ def firing(prometheus: str) -> bool:
 
 
 def trial() -> tuple[float, float, float]:
-    prometheus_bin = shutil.which("prometheus")
-    if not prometheus_bin:
-        raise SystemExit("needs Debian's prometheus package")
     switch = Switch()
     switch.start()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        daemon_port, prometheus_port = free_port(), free_port()
+        daemon_port = free_port()
         (folder / "config.yaml").write_text(
             "ledger: {path: ledger.sqlite3}\ntargets:\n"
             "  - name: im\n    kind: http\n"
@@ -96,19 +92,17 @@ def trial() -> tuple[float, float, float]:
             f"send_c2c: {{attempts_per_minute: 4, timeout: {TIMEOUT}s}}}}\n"
             "    sla: {service_month_anchor: 2026-01-01}\n"
         )
-        (folder / "prometheus.yml").write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
-                    "rule_files": [str(ROOT / "deploy/prometheus/im-prober.rules.yml")],
-                    "scrape_configs": [
-                        {
-                            "job_name": "im-prober",
-                            "static_configs": [{"targets": [f"127.0.0.1:{daemon_port}"]}],
-                        }
-                    ],
-                }
-            )
+        prometheus_config = yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+                "rule_files": [str(ROOT / "deploy/prometheus/im-prober.rules.yml")],
+                "scrape_configs": [
+                    {
+                        "job_name": "im-prober",
+                        "static_configs": [{"targets": [f"127.0.0.1:{daemon_port}"]}],
+                    }
+                ],
+            }
         )
         daemon = subprocess.Popen(
             [
@@ -127,20 +121,10 @@ def trial() -> tuple[float, float, float]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        prometheus = subprocess.Popen(
-            [
-                prometheus_bin,
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                "--log.level=warn",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         metrics_url = f"http://127.0.0.1:{daemon_port}/metrics"
-        prom_url = f"http://127.0.0.1:{prometheus_port}"
+        prometheus = None
         try:
+            prometheus, prom_url = start_prometheus(folder, prometheus_config)
             # A healthy whole minute first, then the outage from the next boundary on.
             outage_at = (int(time.time() // 60) + 2) * 60
             time.sleep(outage_at - time.time())
@@ -161,7 +145,7 @@ def trial() -> tuple[float, float, float]:
                 alert_at - switch.first_failure,
             )
         finally:
-            for proc in (prometheus, daemon):
+            for proc in [p for p in (prometheus, daemon) if p is not None]:
                 proc.terminate()
                 proc.wait(60)
 

@@ -16,7 +16,7 @@ from .ledger import Ledger
 from .logs import event
 from .scheduler import Prober
 from .web import make_app
-from .webconfig import WebSecurity, load_web_config
+from .webconfig import WebSecurity, load_cert_chain, load_web_config
 
 
 class Daemon:
@@ -69,11 +69,9 @@ class Daemon:
         if old is not None and new.source is not None:
             tls = new.settings.tls_server_config
             assert tls is not None
-            base = new.source.parent
-            old.load_cert_chain(
-                tls.cert_file if tls.cert_file.is_absolute() else base / tls.cert_file,
-                tls.key_file if tls.key_file.is_absolute() else base / tls.key_file,
-            )
+            # load_web_config already loaded the files into a fresh context, so a bad pair
+            # is refused before the live context is touched.
+            load_cert_chain(old, new.source, tls)
             new.tls = old
 
     async def run(self) -> int:

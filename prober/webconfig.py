@@ -31,7 +31,7 @@ from typing import Annotated, Literal
 import bcrypt
 from pydantic import AfterValidator, Field
 
-from .config import ConfigError, validate_document
+from .config import validate_document
 from .errors import UserError
 from .fields import Strict
 
@@ -152,13 +152,10 @@ def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def tls_context(source: Path, tls: TLSServerConfig) -> ssl.SSLContext:
-    """A server context from the files; an unreadable or mismatched file is a clear error."""
+def load_cert_chain(context: ssl.SSLContext, source: Path, tls: TLSServerConfig) -> None:
+    """Load the configured certificate and key into `context` (also how a reload rotates
+    them in the listener's context); an unreadable or mismatched pair is a clear error."""
     base = source.parent
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = (
-        ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
-    )
     cert, key = _resolve(base, tls.cert_file), _resolve(base, tls.key_file)
     try:
         context.load_cert_chain(cert, key)
@@ -168,6 +165,16 @@ def tls_context(source: Path, tls: TLSServerConfig) -> ssl.SSLContext:
             f"{source}: tls_server_config: cannot load cert_file {cert} with key_file {key}: "
             f"{reason}"
         ) from None
+
+
+def tls_context(source: Path, tls: TLSServerConfig) -> ssl.SSLContext:
+    """A server context from the files; an unreadable or mismatched file is a clear error."""
+    base = source.parent
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
+    )
+    load_cert_chain(context, source, tls)
     if tls.client_ca_file is not None:
         ca = _resolve(base, tls.client_ca_file)
         try:
@@ -207,6 +214,3 @@ def load_web_config(path: Path | None) -> WebSecurity:
 
 def hash_password(password: bytes, cost: int = 12) -> str:
     return bcrypt.hashpw(password, bcrypt.gensalt(cost)).decode()
-
-
-__all__ = ["ConfigError", "WebSecurity", "hash_password", "load_web_config"]

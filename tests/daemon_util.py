@@ -61,6 +61,24 @@ def chat_target(
 """
 
 
+def ping_target(name: str, base_url: str, password: str, timeout: float, sends: int) -> str:
+    """YAML of an `http` target for the chat service that logs in and pings: the lightest
+    target with two probes. Indented to follow `targets:`."""
+    return f"""\
+  - name: {name}
+    kind: http
+    http:
+      base_url: {base_url}
+      probes:
+        login: [{{method: POST, url: /login, json: {{user: probe, password: "{password}"}}}}]
+        send_c2c: [{{url: /ping}}]
+    probes:
+      login: {{attempts_per_minute: 1, timeout: {timeout:g}s}}
+      send_c2c: {{attempts_per_minute: {sends}, timeout: {timeout:g}s}}
+    sla: {{service_month_anchor: 2026-01-01}}
+"""
+
+
 def safe_name(candidates: list[str], timeout: float, send_c2c: int = 4) -> str:
     """A target name whose attempts all start well inside the minute, so flipping a
     service's mode exactly at a minute boundary cannot race an attempt."""

@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import sqlite3
-import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import Daemon, next_minute, wait_until
+from .daemon_util import Daemon, next_minute, ping_target, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-crash")]
 
@@ -36,22 +35,9 @@ COUNTERS = ("im_minute_verdicts_total", "im_probe_attempts_total", "im_probe_min
 
 def config_text(chat: ChatServer) -> str:
     targets = "".join(
-        textwrap.dedent(f"""\
-          - name: t{i:02d}
-            kind: http
-            http:
-              base_url: {chat.url}
-              probes:
-                login: [{{method: POST, url: /login, json: {{user: probe, password: "{chat.password}"}}}}]
-                send_c2c: [{{url: /ping}}]
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 3, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01}}
-        """)
-        for i in range(TARGETS)
+        ping_target(f"t{i:02d}", chat.url, chat.password, TIMEOUT, sends=3) for i in range(TARGETS)
     )
-    return "ledger: {path: ledger.sqlite3}\ntargets:\n" + textwrap.indent(targets, "  ")
+    return "ledger: {path: ledger.sqlite3}\ntargets:\n" + targets
 
 
 def kill_during_write(daemon: Daemon, wal: Path, deadline: float) -> str:
@@ -193,28 +179,17 @@ def test_no_minute_is_written_in_half(crashed):
         ).fetchall()
         assert orphans == []
         # The running totals are the rows, exactly.
-        totals = dict(
-            ((sid, state), count)
-            for sid, state, count in db.execute("SELECT * FROM verdict_totals WHERE count > 0")
+        assert counts(db, "SELECT * FROM verdict_totals WHERE count > 0") == counts(
+            db, "SELECT series_id, state, count(*) FROM minutes GROUP BY series_id, state"
         )
-        counted = dict(
-            ((sid, state), count)
-            for sid, state, count in db.execute(
-                "SELECT series_id, state, count(*) FROM minutes GROUP BY series_id, state"
-            )
+        assert counts(db, "SELECT * FROM attempt_totals WHERE count > 0") == counts(
+            db, "SELECT series_id, outcome, count(*) FROM attempts GROUP BY series_id, outcome"
         )
-        assert totals == counted
-        attempt_totals = dict(
-            ((sid, outcome), count)
-            for sid, outcome, count in db.execute("SELECT * FROM attempt_totals WHERE count > 0")
-        )
-        attempt_rows = dict(
-            ((sid, outcome), count)
-            for sid, outcome, count in db.execute(
-                "SELECT series_id, outcome, count(*) FROM attempts GROUP BY series_id, outcome"
-            )
-        )
-        assert attempt_totals == attempt_rows
+
+
+def counts(db: sqlite3.Connection, sql: str) -> dict[tuple[int, int], int]:
+    """(series, state or outcome) → count, from a query yielding those three columns."""
+    return {(sid, code): count for sid, code, count in db.execute(sql)}
 
 
 def test_at_most_the_minute_in_flight_is_lost_per_kill(crashed):

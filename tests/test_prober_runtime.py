@@ -58,6 +58,20 @@ def rows(ledger: Ledger) -> dict[int, tuple[State, Reason]]:
     return {r.minute: (r.state, r.reason) for r in ledger.minute_rows("t") if r.probe == ""}
 
 
+def break_writes(ledger: Ledger, error: OSError) -> dict[str, bool]:
+    """Make the ledger's minute writes raise `error` while the returned switch is on."""
+    real_write = ledger.write_minutes
+    failing = {"on": True}
+
+    def write(batch):
+        if failing["on"]:
+            raise error
+        return real_write(batch)
+
+    ledger.write_minutes = write  # type: ignore[method-assign]
+    return failing
+
+
 def test_forward_clock_step_closes_every_skipped_minute_as_no_data(tmp_path: Path) -> None:
     async def main() -> None:
         prober, clock, ledger = make(tmp_path)
@@ -122,15 +136,7 @@ def test_unwritable_ledger_buffers_minutes_and_writes_them_later(tmp_path: Path)
         prober, clock, ledger = make(tmp_path)
         await prober.start()
         minute = int(BASE // 60)
-        real_write = ledger.write_minutes
-        failing = {"on": True}
-
-        def write(batch):
-            if failing["on"]:
-                raise OSError(28, "No space left on device")
-            return real_write(batch)
-
-        ledger.write_minutes = write  # the disk fills up
+        failing = break_writes(ledger, OSError(28, "No space left on device"))  # disk full
         clock.now = (minute + 3) * 60 + 10
         await prober._close_due()
         assert prober.process.ledger_write_errors == 1
@@ -154,15 +160,7 @@ def test_minutes_beyond_the_buffer_are_recorded_as_prober_down_when_storage_retu
         prober, clock, ledger = make(tmp_path, buffer=2)
         await prober.start()
         minute = int(BASE // 60)
-        real_write = ledger.write_minutes
-        failing = {"on": True}
-
-        def write(batch):
-            if failing["on"]:
-                raise OSError(30, "Read-only file system")
-            return real_write(batch)
-
-        ledger.write_minutes = write
+        failing = break_writes(ledger, OSError(30, "Read-only file system"))
         for step in range(1, 6):  # minutes minute .. minute+4 close while the disk is gone
             clock.now = (minute + step) * 60 + 10
             await prober._close_due()

@@ -16,14 +16,13 @@ import errno
 import os
 import sqlite3
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import Daemon, next_minute, safe_name, sample, wait_until
+from .daemon_util import Daemon, next_minute, ping_target, safe_name, sample, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-storage")]
 
@@ -73,22 +72,9 @@ def storage_run(tmp_path_factory):
     name = safe_name([f"s-{i}" for i in range(50)], TIMEOUT)
     config = folder / "config.yaml"
     config.write_text(
-        textwrap.dedent(f"""\
-        ledger: {{path: {disk / "ledger.sqlite3"}}}
-        scheduler: {{write_buffer_minutes: 2}}
-        targets:
-          - name: {name}
-            kind: http
-            http:
-              base_url: {chat.url}
-              probes:
-                login: [{{method: POST, url: /login, json: {{user: probe, password: "{chat.password}"}}}}]
-                send_c2c: [{{url: /ping}}]
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 4, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01}}
-        """)
+        f"ledger: {{path: {disk / 'ledger.sqlite3'}}}\n"
+        "scheduler: {write_buffer_minutes: 2}\ntargets:\n"
+        + ping_target(name, chat.url, chat.password, TIMEOUT, sends=4)
     )
     daemon = Daemon(config, free_port()).start()
     observed: dict = {"name": name}

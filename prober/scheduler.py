@@ -33,6 +33,7 @@ from .errors import UserError
 from .ledger import ClosedMinute, Ledger
 from .logs import event
 from .metrics import Exposition, Process, TargetInfo
+from .narrate import Narrator
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
 from .sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
@@ -88,6 +89,7 @@ class Prober:
         self.steps = StepDetector(self.clock)
         self.book = MinuteBook()
         self.view = LedgerView()
+        self.narrator = Narrator()
         self.process = Process()
         self.exposition = Exposition(self.view, self.process, __version__)
         self.targets: dict[str, TargetRuntime] = {}
@@ -503,6 +505,7 @@ class Prober:
         self.pending.clear()
         for start in range(0, len(written), CHUNK):
             self.view.apply(written[start : start + CHUNK])
+            self.narrator.closed(written[start : start + CHUNK])
             await asyncio.sleep(0)
         if self.dropped:
             try:

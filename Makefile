@@ -19,7 +19,10 @@ run: $(BIN)/.installed
 
 # While `make run` is running: make the homeserver fail for the next whole minute.
 outage:
-	kill -USR1 $$(cat data/demo/demo.pid)
+	@pid=$$(cat data/demo/demo.pid 2>/dev/null) && kill -0 "$$pid" 2>/dev/null || { \
+	  echo "make outage: no demo is running (start it with 'make run' in another terminal)" >&2; \
+	  exit 1; }; \
+	kill -USR1 "$$pid" && echo "make outage: the homeserver fails for the next whole minute"
 
 # The report of a bundled, generated service month (no daemon needed).
 report: $(BIN)/.installed

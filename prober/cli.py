@@ -62,8 +62,9 @@ def _open_ledger(config: ConfigFile, *, create: bool = False) -> Ledger:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .webconfig import load_web_config
 
-    config = load_config(args.config)
-    print(f"# {config.path}: valid; {len(config.config.targets)} target(s)")
+    config = load_config(args.config, resolve_secrets=not args.skip_secrets)
+    checked = "secret references not read" if args.skip_secrets else "secrets resolved"
+    print(f"# {config.path}: valid; {len(config.config.targets)} target(s); {checked}")
     web_path = Path(args.web_config) if args.web_config else config.web_config_path
     if web_path is not None:
         security = load_web_config(web_path)
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("check-config", cmd_check_config, "validate a config; print it with secrets redacted")
     with_config(sub)
     sub.add_argument("--web.config.file", dest="web_config", help="also check this web config")
+    sub.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="check the form of {env}/{file} references without reading them "
+        "(validate a config where its secrets are not present)",
+    )
     add("config-schema", cmd_config_schema, "print the config's JSON Schema (for editors)")
 
     sub = add("report", cmd_report, "the SLA report of a service month, from the ledger")

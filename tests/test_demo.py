@@ -67,6 +67,10 @@ def _drive(proc: subprocess.Popen[str], port: int, tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert "im-prober demo is running" in output
     assert "demo stopped: daemon, proxy and homeserver are down." in output
+    assert "coverage starts low" in output
+    config = (tmp_path / "demo" / "config.yaml").read_text()
+    anchor = (tmp_path / "demo" / "service-month-anchor").read_text().strip()
+    assert f"service_month_anchor: {anchor}" in config
     assert _processes_mentioning(str(tmp_path / "demo")) == []
     assert not pid_file.exists()
     secret = (tmp_path / "demo" / "secrets" / "probe-password").read_text().strip()
@@ -87,3 +91,14 @@ def _processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def test_the_demo_month_starts_on_its_first_day_and_stays_there(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from prober.demo.run import demo_anchor
+
+    today = datetime.now(UTC).date().isoformat()
+    assert demo_anchor(tmp_path) == today
+    (tmp_path / "service-month-anchor").write_text("2026-03-17\n")
+    assert demo_anchor(tmp_path) == "2026-03-17"  # a restart keeps the month it had

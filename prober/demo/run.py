@@ -15,6 +15,7 @@ import secrets
 import signal
 import textwrap
 import time
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from .. import logs
@@ -36,10 +37,23 @@ def _secret_file(folder: Path, name: str) -> Path:
     return path
 
 
+def demo_anchor(workdir: Path) -> str:
+    """The demo's purchase date: the UTC day of its first run, kept in the work folder, so
+    its service month starts today (not months ago) and stays put across restarts."""
+    path = workdir / "service-month-anchor"
+    try:
+        return date.fromisoformat(path.read_text().strip()).isoformat()
+    except (OSError, ValueError):
+        today = datetime.now(UTC).date().isoformat()
+        path.write_text(today + "\n")
+        return today
+
+
 def write_config(
     workdir: Path, proxy_url: str, user: str, peer: str, direct: str, group: str, listen: str
 ) -> Path:
     config = workdir / "config.yaml"
+    anchor = demo_anchor(workdir)
     config.write_text(
         textwrap.dedent(f"""\
         # Written by `im-prober demo`: a throwaway Synapse behind a fault proxy.
@@ -62,7 +76,7 @@ def write_config(
               send_c2c: {{attempts_per_minute: 2, timeout: 5s}}
               send_group: {{attempts_per_minute: 2, timeout: 5s}}
             sla:
-              service_month_anchor: 2026-01-01
+              service_month_anchor: {anchor}
               timezone: UTC
               monthly_fee: "100.00"
               currency: USD
@@ -115,6 +129,10 @@ async def _run(workdir: Path, listen: str, server: Homeserver) -> int:
               ledger:    .venv/bin/im-prober ledger export -c {config}
               outage:    make outage   (or: kill -USR1 {os.getpid()}) — the homeserver fails
                          for the next whole minute; watch im_minute_verdicts_total
+            The demo's service month began at 00:00 UTC on its first day; the minutes before
+            the demo started are unobserved, so the report's coverage starts low and it
+            warns about it (under the SLA's formula an unobserved minute is not a failure, so
+            the report shows how much was observed). Coverage grows as the demo runs.
             """),
             flush=True,
         )

@@ -4,6 +4,7 @@ while setting a target up."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ async def _one(adapter: Adapter, target: str, probe: str, timeout: float) -> Row
             result = await adapter.attempt(context)
     except TimeoutError:
         result = adapter_base.failure(adapter_base.TIMEOUT, f"no answer within {timeout:g}s")
+    except Exception as exc:
+        # the same catch-all as the daemon's, so both show the same row for the same trouble
+        result = adapter_base.unexpected_error(exc)
+        if result.error_kind == adapter_base.INTERNAL:
+            logging.getLogger(__name__).exception("adapter error")
     return Row(target, probe, result.cleaned(), time.monotonic() - t0)
 
 

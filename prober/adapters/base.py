@@ -6,6 +6,7 @@ closer owns verdicts, the ledger and metrics never appear here.
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -28,6 +29,9 @@ BAD_RESPONSE = "bad_response"
 ASSERTION = "assertion"
 CONFIG = "config"
 INTERNAL = "internal"  # a bug in the prober: never counted against the provider
+# the prober's own host ran out of descriptors, memory, buffers, ports or processes: never
+# counted against the provider either
+LOCAL_RESOURCES = "local_resources"
 
 DETAIL_LIMIT = 200
 
@@ -68,6 +72,71 @@ def client_error(kind: str, detail: str = "", **extra: int | None) -> Result:
 
 def throttled(detail: str = "", **extra: int | None) -> Result:
     return Result(Outcome.THROTTLED, RATE_LIMITED, detail=detail, **extra)  # type: ignore[arg-type]
+
+
+def prober_fault(kind: str, detail: str = "", **extra: int | None) -> Result:
+    return Result(Outcome.PROBER_FAULT, kind, detail=detail, **extra)  # type: ignore[arg-type]
+
+
+# errno values by which the prober's own kernel refuses it a resource. None of them can come
+# from the provider: they are raised by socket(), connect()'s local half, pipe() or fork()
+# before anything reaches the wire, or by a send the local stack has no buffer for.
+LOCAL_ERRNOS = frozenset(
+    {
+        errno.EMFILE,  # this process is out of file descriptors
+        errno.ENFILE,  # the whole system is
+        errno.ENOMEM,
+        errno.ENOBUFS,  # no socket buffer space
+        errno.EAGAIN,  # fork() over the process limit; connect() out of routing-cache entries
+        errno.EADDRNOTAVAIL,  # no local address or ephemeral port left to connect from
+    }
+)
+_LINK_LIMIT = 16  # exceptions followed through causes and contexts; chains are short
+
+
+def local_resource_error(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps: aiohttp's `os_error`, `__cause__`, `__context__`)
+    is the prober's host running out of a resource rather than anything the far end did.
+
+    An exception group (several addresses tried at once) is local only when every member
+    is: one address that refused the connection is still the provider's answer."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < _LINK_LIMIT:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            members = current.exceptions
+            if members and all(local_resource_error(m) for m in members):
+                return True
+        elif isinstance(current, OSError) and current.errno in LOCAL_ERRNOS:
+            return True
+        elif isinstance(current, RuntimeError) and str(current) == "can't start new thread":
+            # asyncio's resolver and child watcher start threads; the OS refused one
+            return True
+        for linked in (getattr(current, "os_error", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return False
+
+
+def local_resource_fault(exc: BaseException, where: str = "") -> Result:
+    """The result of an attempt the prober's own host could not carry out."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = f"prober out of resources: {text}"
+    return prober_fault(LOCAL_RESOURCES, f"{where}: {detail}" if where else detail)
+
+
+def unexpected_error(exc: Exception) -> Result:
+    """An exception an adapter let escape (the runtime's and probe-once's catch-all): the
+    prober's own fault either way, named by what ran out when something did."""
+    if local_resource_error(exc):
+        return local_resource_fault(exc)
+    return prober_fault(INTERNAL, f"internal error: {type(exc).__name__}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,8 +133,16 @@ class ExternalAdapter(base.Adapter):
                 cwd=self.config.workdir,
                 start_new_session=True,  # its own process group: killed whole at the timeout
             )
-        except OSError as exc:
-            return base.client_error(base.CONFIG, f"cannot run {argv[0]}: {exc.strerror or exc}")
+        except Exception as exc:
+            # fork() refused (EAGAIN, ENOMEM), no descriptors for the pipes (EMFILE), no
+            # thread for the child watcher: the prober's host, not the command or the service
+            if base.local_resource_error(exc):
+                return base.local_resource_fault(exc, f"cannot start {argv[0]}")
+            if isinstance(exc, OSError):  # no such program, not executable, bad workdir
+                return base.client_error(
+                    base.CONFIG, f"cannot run {argv[0]}: {exc.strerror or exc}"
+                )
+            raise
         try:
             assert process.stdout is not None
             stdout = await _read_bounded(process.stdout, self.config.max_output_bytes)

@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from . import base
+from .base import local_resource_error
 
 # Connections idle for less than this are reused: probes come every few seconds to a minute.
 KEEPALIVE_SECONDS = 90.0
@@ -93,7 +94,11 @@ def transport_failure(
 
 def classify_exception(exc: BaseException) -> base.Result:
     """A transport exception as an attempt result. Every one of these is the service's (or
-    the path's) failure, except a URL the config got wrong."""
+    the path's) failure, except a URL the config got wrong and the prober's own host running
+    out of descriptors, memory or ports (aiohttp reports an `EMFILE` from socket() as
+    "Cannot connect", which must not count against the provider)."""
+    if local_resource_error(exc):  # first: aiohttp wraps these as connect or DNS errors
+        return base.local_resource_fault(exc)
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return base.failure(base.TIMEOUT, text)

@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import __version__, sla
-from .adapters import REGISTRY, Adapter, ProbeContext, Result
+from .adapters import REGISTRY, Adapter, ProbeContext
 from .adapters import base as adapter_base
 from .attempts import Attempt
 from .book import MinuteBook, TargetRules
@@ -36,7 +36,7 @@ from .metrics import Exposition, Process, TargetInfo
 from .narrate import Narrator
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
-from .sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
+from .sla import OutcomeCounts, Reason, State, Verdict, minute_iso
 from .view import LedgerView
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
@@ -348,12 +348,9 @@ class Prober:
             self.book.abandoned(planned.minute)
             raise
         except Exception as exc:
-            logging.getLogger(__name__).exception("adapter error")
-            result = Result(
-                Outcome.PROBER_FAULT,
-                adapter_base.INTERNAL,
-                detail=f"internal error: {type(exc).__name__}",
-            )
+            result = adapter_base.unexpected_error(exc)
+            if result.error_kind == adapter_base.INTERNAL:  # a bug: its traceback helps
+                logging.getLogger(__name__).exception("adapter error")
         duration = self.clock.monotonic() - t0
         result = result.cleaned()
         attempt = Attempt(

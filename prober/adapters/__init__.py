@@ -7,12 +7,14 @@ from .external import ExternalAdapter
 from .http import HttpAdapter
 from .matrix import MatrixAdapter
 from .tencent_im import TencentImAdapter
+from .xmpp import XmppAdapter
 
 REGISTRY: dict[str, type[Adapter]] = {
     HttpAdapter.kind: HttpAdapter,
     ExternalAdapter.kind: ExternalAdapter,
     MatrixAdapter.kind: MatrixAdapter,
     TencentImAdapter.kind: TencentImAdapter,
+    XmppAdapter.kind: XmppAdapter,
 }
 
 __all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section"]

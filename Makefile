@@ -36,7 +36,8 @@ lint: $(BIN)/.installed
 # Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (alertmanager,
 # amtool), systemd (systemd-analyze): the tests run them against the daemon and deploy files.
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
-	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd
+	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
+	prosody:prosody prosodyctl:prosody
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -218,6 +218,44 @@ def cmd_matrix_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_xmpp_setup(args: argparse.Namespace) -> int:
+    from .adapters.xmpp import XmppSection
+    from .secrets import Secret
+    from .xmpp_setup import provision, snippet
+
+    password = _env_secret(args.password_env, "--password-env")
+    peer_password = _env_secret(args.peer_password_env, "--peer-password-env")
+    assert password is not None and peer_password is not None
+    try:
+        section = XmppSection.model_validate(
+            {
+                "jid": args.jid,
+                "password": Secret(password, f"env:{args.password_env}"),
+                "peer_jid": args.peer_jid,
+                "peer_password": Secret(peer_password, f"env:{args.peer_password_env}"),
+                "room": args.room,
+                "host": args.host,
+                "port": args.port,
+                "tls": args.tls,
+                "ca_file": args.ca_file,
+            }
+        )
+    except ValueError as exc:
+        raise UserError(f"xmpp-setup: {exc}") from None
+    done = provision(section, args.password_env, args.peer_password_env)
+    for line in done.done:
+        print(f"# {line}")
+    if not done.complete:
+        print("# the server does not allow in-band registration; on the server, run:")
+        for line in done.manual:
+            print(line)
+        print("# then run xmpp-setup again")
+        return 1
+    print("# the target's section:")
+    print(snippet(section, args.password_env, args.peer_password_env), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import main as demo
 
@@ -324,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--admin-token-env", help="environment variable holding an admin token")
     sub.add_argument("--server-name", help="the homeserver's server_name (with an admin token)")
+
+    sub = add(
+        "xmpp-setup",
+        cmd_xmpp_setup,
+        "create or check the XMPP probe accounts and MUC room (idempotent); print the config",
+    )
+    sub.add_argument("--jid", required=True, help="the probe account, probe@example.org")
+    sub.add_argument("--peer-jid", required=True, help="the second account, peer@example.org")
+    sub.add_argument("--room", required=True, help="MUC room, probes@conference.example.org")
+    sub.add_argument("--password-env", required=True, help="variable with the probe's password")
+    sub.add_argument("--peer-password-env", required=True, help="variable with the peer's")
+    sub.add_argument("--host", help="server host (default: the domain's SRV records)")
+    sub.add_argument("--port", type=int, help="server port (with --host)")
+    sub.add_argument("--tls", choices=["starttls", "direct"], default="starttls")
+    sub.add_argument("--ca-file", help="CA bundle to verify the server's certificate with")
 
     sub = add(
         "hash-password",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import cached_property
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     Discriminator,
@@ -33,9 +34,9 @@ from . import sla
 from .adapters import REGISTRY
 from .durations import format_duration
 from .errors import UserError
-from .fields import Duration, ExactDecimal, Strict, TimezoneName
+from .fields import Duration, ExactDecimal, Strict, TimezoneName, decimal_within, within
 from .secrets import Secret, resolve_references
-from .yamlsource import YamlDocument, YamlError, load_yaml
+from .yamlsource import YamlDocument, YamlError, load_yaml, read_yaml_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,12 +45,39 @@ PROBE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 TARGET_NAME = r"^[a-z0-9_-]{1,64}$"
 # Attempts must outlive a claim: a service month (<= 31 days) plus the 60-day claim window.
 MIN_ATTEMPTS_RETENTION_DAYS = 92
+MAX_ATTEMPTS_RETENTION_DAYS = 36_500
+# A minute closes this long after its last attempt's timeout at most: minutes are written,
+# and /readyz judges the closer, within two minutes of their end.
+MAX_CLOSE_GRACE = 60.0
+# Service months and maintenance windows are computed in local time around these years;
+# far outside them date arithmetic overflows, and no contract is that old or that long.
+FIRST_YEAR, LAST_YEAR = 2000, 2199
+
+
+class PlacedError(ValueError):
+    """A model validator's complaint about one value inside the model: `where` is that
+    value's location below the model, `first` (if any) the earlier value it clashes with.
+    `validate_document` reports it at the value's own line and names the first one's."""
+
+    def __init__(
+        self,
+        message: str,
+        where: tuple[str | int, ...],
+        first: tuple[str | int, ...] = (),
+        first_is: str = "first on line",
+    ) -> None:
+        super().__init__(message)
+        self.where = where
+        self.first = first
+        self.first_is = first_is
 
 
 class LedgerConfig(Strict):
     path: Path = Field(Path("./data/ledger.sqlite3"), description="SQLite file of the ledger")
     attempts_retention_days: int = Field(
-        120, description="how long attempt records are kept; minute rows are kept for good"
+        120,
+        le=MAX_ATTEMPTS_RETENTION_DAYS,
+        description="how long attempt records are kept; minute rows are kept for good",
     )
 
     @field_validator("attempts_retention_days")
@@ -87,6 +115,10 @@ class CreditTierConfig(Strict):
     below: ExactDecimal
     credit: ExactDecimal
 
+    @property
+    def shown(self) -> str:
+        return f"below {self.below} (credit {self.credit})"
+
     @model_validator(mode="after")
     def _ranges(self) -> CreditTierConfig:
         if not Decimal(0) < self.below <= Decimal(1):
@@ -103,12 +135,22 @@ DEFAULT_CREDIT_TIERS = (
 )
 
 
+def _in_years(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be in the years {FIRST_YEAR}–{LAST_YEAR}")
+    return value
+
+
 class SLAConfig(Strict):
-    service_month_anchor: date = Field(description="purchase date: service months start on its day")
+    service_month_anchor: Annotated[date, AfterValidator(_in_years)] = Field(
+        description="purchase date: service months start on its day"
+    )
     timezone: TimezoneName = "UTC"
     objective: ExactDecimal = Decimal("0.99")
     credit_tiers: tuple[CreditTierConfig, ...] = DEFAULT_CREDIT_TIERS
-    monthly_fee: ExactDecimal | None = None
+    monthly_fee: Annotated[ExactDecimal, decimal_within(places=4)] | None = Field(
+        None, description="below 10^12, at most 4 decimal places"
+    )
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     holidays: str = Field("CN", description="country whose business days open the claim window")
     policy: sla.Policy = sla.Policy.SLA
@@ -126,7 +168,45 @@ class SLAConfig(Strict):
             raise ValueError("objective must be in (0, 1], e.g. 0.99")
         if self.monthly_fee is not None and self.monthly_fee < 0:
             raise ValueError("monthly_fee cannot be negative")
+        self._tiers_agree()
         return self
+
+    def _tiers_agree(self) -> None:
+        """Tiers are read together (the largest credit of every tier a month is below), so
+        two with one `below`, a worse month earning less, or a credit while the objective is
+        met are contradictions in the contract as written: refused, not silently resolved."""
+        seen: dict[Decimal, int] = {}
+        for index, tier in enumerate(self.credit_tiers):
+            if tier.below > self.objective and "credit_tiers" not in self.model_fields_set:
+                raise PlacedError(
+                    f"the objective {self.objective} is below the default credit tier "
+                    f"{tier.shown}: a month that meets it would earn a credit; write "
+                    "credit_tiers for this objective",
+                    ("objective",),
+                )
+            if tier.below > self.objective:
+                raise PlacedError(
+                    f"below {tier.below} is above the objective {self.objective}: a month "
+                    "that meets the objective would earn a credit",
+                    ("credit_tiers", index, "below"),
+                )
+            if tier.below in seen:
+                raise PlacedError(
+                    f"two credit tiers have below {tier.below}",
+                    ("credit_tiers", index, "below"),
+                    ("credit_tiers", seen[tier.below], "below"),
+                )
+            seen[tier.below] = index
+        for index, tier in enumerate(self.credit_tiers):
+            for other_index, other in enumerate(self.credit_tiers):
+                if other.below > tier.below and other.credit > tier.credit:
+                    raise PlacedError(
+                        f"the tier {tier.shown} gives less than the milder tier "
+                        f"{other.shown}: a worse month cannot earn a smaller credit",
+                        ("credit_tiers", index, "credit"),
+                        ("credit_tiers", other_index, "credit"),
+                        "that tier is on line",
+                    )
 
     @property
     def zone(self) -> ZoneInfo:
@@ -146,9 +226,14 @@ class SLAConfig(Strict):
         return sla.ServiceCalendar(self.service_month_anchor, self.zone)
 
 
+def _aware_in_years(value: datetime) -> datetime:
+    _in_years(value.date())
+    return value
+
+
 class OneOffMaintenance(Strict):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Annotated[AwareDatetime, AfterValidator(_aware_in_years)]
+    end: Annotated[AwareDatetime, AfterValidator(_aware_in_years)]
     reason: str = ""
 
     @model_validator(mode="after")
@@ -327,8 +412,10 @@ class NetworkCheckConfig(Strict):
 
 
 class SchedulerConfig(Strict):
-    close_grace: Duration = Field(
-        2.0, description="extra wait after the last attempt's timeout before a minute closes"
+    close_grace: Annotated[Duration, within(at_most=MAX_CLOSE_GRACE)] = Field(
+        2.0,
+        description="extra wait after the last attempt's timeout before a minute closes "
+        "(at most 60s)",
     )
     write_buffer_minutes: int = Field(
         60,
@@ -347,11 +434,15 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for target in self.targets:
+        seen: dict[str, int] = {}
+        for index, target in enumerate(self.targets):
             if target.name in seen:
-                raise ValueError(f"target name {target.name!r} is used twice")
-            seen.add(target.name)
+                raise PlacedError(
+                    f"target name {target.name!r} is used twice",
+                    ("targets", index, "name"),
+                    ("targets", seen[target.name], "name"),
+                )
+            seen[target.name] = index
         return self
 
     def target(self, name: str) -> TargetBase:
@@ -477,9 +568,15 @@ def validate_document(
             loc = tuple(error["loc"])
             if any(loc[: len(bad)] == bad for bad in unresolved):
                 continue  # already reported: the reference could not be resolved
+            message = _message(error)
+            placed = (error.get("ctx") or {}).get("error")
+            if isinstance(placed, PlacedError):
+                if placed.first and (first := document.line_of((*loc, *placed.first))):
+                    message += f" ({placed.first_is} {first})"
+                loc = (*loc, *placed.where)
             key = (document.line_of(loc), dotted(loc, document, error["type"]))
             found = messages.setdefault(key, [])
-            if (message := _message(error)) not in found:
+            if message not in found:
                 found.append(message)
         # A union reports each member's complaint at the same place: say them once, together.
         problems += [(line, where, " or ".join(found)) for (line, where), found in messages.items()]
@@ -501,9 +598,11 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> ConfigFile
     `resolve_secrets=False`: references are checked for form but not read."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_file(path)
     except FileNotFoundError:
         raise UserError(f"{path}: config file not found") from None
+    except YamlError as exc:
+        raise ConfigError(path, [(exc.line, "", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the config: {exc}") from None
     return parse_config(text, path, resolve_secrets=resolve_secrets)

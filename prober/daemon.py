@@ -35,6 +35,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
 
     async def reload(self) -> tuple[bool, str]:
+        """Load and apply the config again. Never raises: SIGHUP runs this as a bare task,
+        so every failure, whatever its cause, keeps the running config, logs one line and
+        sets im_config_last_reload_successful to 0."""
         async with self._reload_lock:
             assert self.prober is not None
             try:
@@ -44,15 +47,20 @@ class Daemon:
                 await self.prober.reload(new)
                 self.security = security
             except UserError as exc:
-                self.prober.process.reload_successful = 0
-                event(
-                    logging.ERROR,
-                    "reload failed; the running configuration stays",
-                    error=str(exc).replace("\n", " | "),
-                )
-                return False, f"reload failed: {exc}"
-            self.prober.process.reload_successful = 1
-            return True, "reloaded"
+                error = str(exc)
+            except Exception as exc:  # a bug or exhaustion (MemoryError): not the user's text
+                # Only the type: the message of an unexpected error may quote the config.
+                error = f"internal error while reloading: {type(exc).__name__}"
+            else:
+                self.prober.process.reload_successful = 1
+                return True, "reloaded"
+            self.prober.process.reload_successful = 0
+            event(
+                logging.ERROR,
+                "reload failed; the running configuration stays",
+                error=error.replace("\n", " | "),
+            )
+            return False, f"reload failed: {error}"
 
     def _web_config_path(self, config: ConfigFile) -> Path | None:
         return self.web_config_override or config.web_config_path

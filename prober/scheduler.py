@@ -28,7 +28,7 @@ from .adapters import base as adapter_base
 from .attempts import Attempt
 from .book import MinuteBook, TargetRules
 from .clock import Clock, StepDetector, SystemClock
-from .config import Config, ConfigFile, TargetBase
+from .config import MAX_CLOSE_GRACE, Config, ConfigFile, TargetBase
 from .errors import UserError
 from .ledger import ClosedMinute, Ledger
 from .logs import event
@@ -543,9 +543,13 @@ class Prober:
             return False, "scheduler not running"
         if not self.ledger_ok:
             return False, "ledger not writable"
-        overdue = self.clock.wall() - ((self.next_close + 1) * 60 + self.close_delay)
+        # A minute closes close_delay after it ends. Whatever that works out to, none may
+        # wait longer than a valid config allows (a timeout under 60s plus close_grace):
+        # a prober that has closed no minute for longer than that is not ready.
+        delay = min(self.close_delay, 60.0 + MAX_CLOSE_GRACE)
+        overdue = self.clock.wall() - ((self.next_close + 1) * 60 + delay)
         if overdue > 60:
-            return False, f"minute closing is {overdue:.0f}s behind"
+            return False, f"no minute closed: minute closing is {overdue:.0f}s behind"
         return True, "ok"
 
     # -- reload --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from collections import deque
 from pathlib import Path
@@ -25,6 +26,8 @@ _pattern: re.Pattern[str] | None = None
 
 # Values too short to scrub safely (they would mangle ordinary text); refused at load.
 MIN_SECRET_LENGTH = 4
+# Keys, tokens and certificates-as-secrets fit many times over; more is a wrong path.
+MAX_SECRET_FILE_BYTES = 64 << 10
 
 
 class SecretReferenceError(ValueError):
@@ -94,6 +97,24 @@ def redact(text: str) -> str:
     return pattern.sub(REDACTED, text)
 
 
+def _read_secret_file(path: Path, name: str) -> bytes:
+    """The file's bytes, bounded: `/dev/zero` or a FIFO nobody writes must not hang a load or
+    a reload. Opened non-blocking so a FIFO returns at once, then refused as not a file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SecretReferenceError(f"secret file {name} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise SecretReferenceError(
+            f"secret file {name} is larger than {MAX_SECRET_FILE_BYTES >> 10} KiB"
+        )
+    return data
+
+
 def _resolve_one(ref: dict[str, Any], base_dir: Path, resolve: bool = True) -> Secret:
     ((kind, name),) = ref.items()
     if not isinstance(name, str) or not name:
@@ -108,7 +129,7 @@ def _resolve_one(ref: dict[str, Any], base_dir: Path, resolve: bool = True) -> S
     else:
         path = Path(name) if Path(name).is_absolute() else base_dir / name
         try:
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            value = _read_secret_file(path, name).decode("utf-8").rstrip("\r\n")
         except OSError as exc:
             raise SecretReferenceError(
                 f"secret file {name} cannot be read: {exc.strerror or exc}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,12 +38,97 @@ class YamlError(ValueError):
         self.line = line
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML keeps the last one silently) and reads
-    booleans as YAML 1.2 does: only true/false, so `backup_policy: off` or a country code
-    `NO` stay strings instead of turning into False."""
+# Bounds on what one config may cost to load: a hostile or broken file gets a clear error in
+# well under a second instead of exhausting the stack or the memory. Real configs stay far
+# below them (a thousand targets are ~0.2 MiB and ~25,000 values).
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64  # collections inside collections
+MAX_VALUES = 100_000  # after aliases are expanded: `*a` counts every value it stands for
+
+try:
+    # libyaml scans and parses about six times faster than the pure-Python parser; the
+    # composer below stays in Python either way, so every bound is checked while composing.
+    from yaml.cyaml import CParser as _Parser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+
+    class _Parser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
 
 
+class _StrictLoader(
+    yaml.composer.Composer, _Parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+):
+    """A safe loader that rejects duplicate keys (PyYAML keeps the last one silently), reads
+    booleans as YAML 1.2 does (only true/false, so `backup_policy: off` or a country code
+    `NO` stay strings instead of turning into False), and bounds nesting depth and alias
+    expansion while it composes (PyYAML's composer recurses once per level, and an alias
+    bomb of a few lines stands for billions of values)."""
+
+    def __init__(self, stream: str) -> None:
+        _Parser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._depth = 0
+        self._values = 0
+        self._open_anchors: set[str] = set()
+        self._anchor_values: dict[str, int] = {}
+
+    def _count(self, values: int, mark: Any, what: str) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise YamlError(
+                f"{what} makes the document larger than {MAX_VALUES:,} values", mark.line + 1
+            )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise YamlError(
+                    f"alias *{event.anchor} refers to a value that contains it",
+                    event.start_mark.line + 1,
+                )
+            self._count(self._anchor_values.get(event.anchor, 1), event.start_mark, "an alias")
+            return super().compose_node(parent, index)
+        collection = isinstance(event, yaml.CollectionStartEvent)
+        if collection and self._depth >= MAX_DEPTH:
+            raise YamlError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark.line + 1)
+        self._count(1, event.start_mark, "this value")
+        anchor = event.anchor
+        before = self._values - 1
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        self._depth += collection
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= collection
+            self._open_anchors.discard(anchor)  # type: ignore[arg-type]
+        if anchor is not None:
+            self._anchor_values[anchor] = self._values - before
+        return node
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            # An impossible date (2026-02-30) stays text: the field that expects a date then
+            # says so with its own name and line.
+            return self.construct_scalar(node)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than int() converts
+            raise YamlError("this integer has too many digits", node.start_mark.line + 1) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 _StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -77,14 +164,32 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
             _walk(item, (*path, index), lines)
 
 
+def read_yaml_file(path: Path) -> str:
+    """A YAML file's text, read to at most MAX_BYTES: `-c /dev/zero` or a FIFO nobody writes
+    ends in an error or an empty document, never an endless read. Raises OSError,
+    UnicodeDecodeError or YamlError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        # Opened non-blocking so a FIFO without a writer does not block the open; read
+        # blocking, so a pipe with a writer (`-c <(...)`) is read to its end.
+        os.set_blocking(fd, True)
+        data = handle.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YamlError(f"the file is larger than {MAX_BYTES >> 20} MiB", None)
+    return data.decode("utf-8")
+
+
 def load_yaml(text: str) -> YamlDocument:
+    if len(text) > MAX_BYTES:
+        raise YamlError(f"the file is larger than {MAX_BYTES >> 20} MiB", None)
     try:
-        loader = _StrictLoader(text)  # checks the characters first
+        yaml.reader.Reader(text)  # checks every character, as the pure-Python reader does
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
         raise YamlError(
             f"invalid YAML: character #x{exc.character:04x} is not allowed", line
         ) from None
+    loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

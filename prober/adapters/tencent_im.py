@@ -22,12 +22,12 @@ import secrets as _random
 import time
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 from pydantic import Field, model_validator
 
-from ..fields import Duration, SecretRef
+from ..fields import Duration, SecretRef, within
 from ..secrets import remember
 from ..sla import Outcome
 from . import base
@@ -83,7 +83,9 @@ class TencentSection(base.Section):
     fresh_connection: bool = False
     tls_verify: bool = True
     ca_file: Path | None = None
-    sig_lifetime: Duration = Field(SIG_LIFETIME, description="validity of generated UserSigs")
+    sig_lifetime: Annotated[Duration, within(at_least=60.0)] = Field(
+        SIG_LIFETIME, description="validity of generated UserSigs"
+    )
 
     @model_validator(mode="after")
     def _where(self) -> TencentSection:

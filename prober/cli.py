@@ -55,8 +55,9 @@ def _month(config: ConfigFile, target: str, month: str | None, now: datetime) ->
         raise UserError(f"--month {month}: {exc}") from None
 
 
-def _open_ledger(config: ConfigFile, *, create: bool = False) -> Ledger:
-    return Ledger(config.ledger_path, create=create)
+def _read_ledger(config: ConfigFile) -> Ledger:
+    """The ledger for a command that only reads it: opened read-only, never changed."""
+    return Ledger(config.ledger_path, readonly=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -93,7 +94,7 @@ def _report_for(args: argparse.Namespace, config: ConfigFile) -> Callable[[Ledge
 def cmd_report(args: argparse.Namespace) -> int:
     config = load_config(args.config, resolve_secrets=False)
     compute = _report_for(args, config)
-    with _open_ledger(config) as ledger:
+    with _read_ledger(config) as ledger:
         report = compute(ledger)
     sys.stdout.write(RENDERERS[args.format](report))
     return 0
@@ -104,9 +105,11 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, resolve_secrets=False)
     compute = _report_for(args, config)
-    with _open_ledger(config) as ledger:
+    with _read_ledger(config) as ledger:
         report = compute(ledger)
-        files = write_evidence(ledger, report, Path(args.out), config_digest=config.digest)
+        files = write_evidence(
+            ledger, report, Path(args.out), config_digest=config.digest, force=args.force
+        )
     print(
         f"wrote {len(files)} files to {args.out} ({report.figures.apparent_failure} failed minutes)"
     )
@@ -121,7 +124,7 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
         config.config.target(args.target)
     since = parse_instant(args.since).timestamp() // 60 if args.since else None
     until = parse_instant(args.until).timestamp() // 60 if args.until else None
-    with _open_ledger(config) as ledger:
+    with _read_ledger(config) as ledger:
         write_rows(
             ledger.minute_rows(
                 args.target,
@@ -136,13 +139,28 @@ def cmd_ledger_export(args: argparse.Namespace) -> int:
 def cmd_ledger_import(args: argparse.Namespace) -> int:
     config = load_config(args.config, resolve_secrets=False)
     path = Path(args.csv)
-    rows = read_rows(path, {t.name for t in config.config.targets})
-    with _open_ledger(config, create=True) as ledger:
+    targets = config.config.targets
+    rows = read_rows(
+        path, {t.name for t in targets}, probes={t.name: set(t.probes) for t in targets}
+    )
+    with Ledger(config.ledger_path, create=True) as ledger:
         try:
             result = ledger.import_rows(rows)
         except ImportConflict as exc:
             raise UserError(f"{path}: {exc}") from None
     print(f"{path}: {result.added} minute rows added, {result.unchanged} already present")
+    return 0
+
+
+def cmd_ledger_migrate(args: argparse.Namespace) -> int:
+    from .ledger import SCHEMA_VERSION
+
+    config = load_config(args.config, resolve_secrets=False)
+    # Opening for writing upgrades an older schema in one transaction (and refuses files
+    # that are not ledgers, or are newer); a missing ledger is not created.
+    with Ledger(config.ledger_path, create=False):
+        pass
+    print(f"{config.ledger_path}: ledger schema {SCHEMA_VERSION}, up to date")
     return 0
 
 
@@ -411,10 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub)
     sub.add_argument("--target", required=True)
     sub.add_argument("--month", required=True, help="YYYY-MM, as for report")
-    sub.add_argument("--out", required=True, help="folder to write the files into")
+    sub.add_argument("--out", required=True, help="folder to write the files into (new or empty)")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the files of an earlier pack in --out (other files are still refused)",
+    )
     with_now(sub)
 
-    ledger = add("ledger", lambda _a: 0, "import or export minute rows as CSV")
+    ledger = add(
+        "ledger", lambda _a: 0, "import or export minute rows as CSV; upgrade the ledger file"
+    )
     ledger_commands = ledger.add_subparsers(
         dest="ledger_command", required=True, parser_class=_Parser
     )
@@ -428,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_ledger_import)
     with_config(sub)
     sub.add_argument("csv", help="file with the header target,probe,minute,state,reason")
+    sub = ledger_commands.add_parser(
+        "migrate", help="upgrade the ledger file to this version's schema (the daemon also does)"
+    )
+    sub.set_defaults(func=cmd_ledger_migrate)
+    with_config(sub)
     return parser
 
 

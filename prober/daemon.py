@@ -13,6 +13,7 @@ from aiohttp import web
 from .config import ConfigFile, load_config, parse_listen_address
 from .errors import UserError
 from .ledger import Ledger
+from .ledger_lock import LedgerLock
 from .logs import event
 from .scheduler import Prober
 from .web import make_app
@@ -90,6 +91,9 @@ class Daemon:
             host, port = parse_listen_address(address)
         except ValueError as exc:
             raise UserError(f"--web.listen-address: {exc}") from None
+        # One daemon per ledger: refused here, before the ledger is opened or migrated. The
+        # lock lives as long as this object (the process); the kernel drops it on any exit.
+        self.ledger_lock = await asyncio.to_thread(LedgerLock.acquire, config.ledger_path)
         ledger = await asyncio.to_thread(Ledger, config.ledger_path)
         self.prober = prober = Prober(config, ledger)
         loop = asyncio.get_running_loop()

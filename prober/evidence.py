@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import os
+import stat
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +16,25 @@ from typing import Any
 
 from . import __version__, sla
 from .attempts import Attempt
+from .csv_cells import cells
 from .errors import UserError
 from .ledger import Ledger
 from .report import Report, as_dict, render_html, render_text
 from .secrets import redact
 from .sla import State, minute_iso
+
+# Every file a pack consists of. A folder holding anything else is refused, even with
+# --force: SHA256SUMS must describe exactly what the folder holds.
+PACK_FILES = (
+    "failed_minutes.json",
+    "failed_minutes.csv",
+    "attempts.csv",
+    "report.txt",
+    "report.json",
+    "report.html",
+    "summary.json",
+    "SHA256SUMS",
+)
 
 ATTEMPT_FIELDS = [
     "minute",
@@ -58,16 +75,66 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_evidence(
-    ledger: Ledger, report: Report, out_dir: Path, *, config_digest: str
-) -> dict[str, str]:
-    """Write the pack into `out_dir`; returns file name → SHA-256."""
+def _prepare_folder(out_dir: Path, force: bool) -> None:
+    """A new or empty folder; with `force`, one holding an earlier pack, whose files are
+    removed first. Anything else in it (or a pack name that is not a plain file) is refused
+    and nothing is touched."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        entries = sorted(os.listdir(out_dir))
     except OSError as exc:
         raise UserError(
             f"{out_dir}: cannot create the evidence folder: {exc.strerror or exc}"
         ) from None
+    if not entries:
+        return
+    if not force:
+        raise UserError(
+            f"{out_dir}: not empty ({len(entries)} entries, e.g. {entries[0]}); give a new "
+            "folder, or --force to replace an earlier pack in it"
+        )
+    foreign = [
+        name
+        for name in entries
+        if name not in PACK_FILES or not stat.S_ISREG((out_dir / name).lstat().st_mode)
+    ]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise UserError(
+            f"{out_dir}: holds files that are not part of an evidence pack ({shown}); "
+            "--force only replaces a pack's own files, so give a new folder"
+        )
+    for name in entries:
+        try:
+            (out_dir / name).unlink()
+        except OSError as exc:
+            raise UserError(f"{out_dir / name}: cannot replace: {exc.strerror or exc}") from None
+
+
+def _create(path: Path, text: str) -> None:
+    """A new file (never through a link planted where the pack writes)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(path, flags, 0o644), "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _csv_text(rows: list[list[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        writer.writerow(cells(row))
+    return buffer.getvalue()
+
+
+def write_evidence(
+    ledger: Ledger, report: Report, out_dir: Path, *, config_digest: str, force: bool = False
+) -> dict[str, str]:
+    """Write the pack into `out_dir` (new or empty; with `force`, replacing an earlier
+    pack); returns file name → SHA-256."""
+    _prepare_folder(out_dir, force)
     month = report.month
     end = month.start_minute + report.figures.total
     failed = ledger.minutes_in_state(report.target, State.APPARENT_FAILURE, month.start_minute, end)
@@ -90,34 +157,43 @@ def write_evidence(
 
     def put(name: str, text: str) -> None:
         path = out_dir / name
-        path.write_text(text, encoding="utf-8")
+        _create(path, text)
         files[name] = _sha256(path)
 
     put(
         "failed_minutes.json",
         json.dumps({"target": report.target, "minutes": minutes}, indent=2) + "\n",
     )
-    with (out_dir / "failed_minutes.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["minute", "local_minute", "attempts", "failures"])
-        for item in minutes:
-            attempts = item["attempts"]
-            writer.writerow(
-                [
-                    item["minute"],
-                    item["local_minute"],
-                    len(attempts),
-                    sum(1 for a in attempts if a["outcome"] == "failure"),
-                ]
-            )
-    files["failed_minutes.csv"] = _sha256(out_dir / "failed_minutes.csv")
-    with (out_dir / "attempts.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ATTEMPT_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for item in minutes:
-            for attempt in item["attempts"]:
-                writer.writerow({k: "" if v is None else v for k, v in attempt.items()})
-    files["attempts.csv"] = _sha256(out_dir / "attempts.csv")
+    put(
+        "failed_minutes.csv",
+        _csv_text(
+            [
+                ["minute", "local_minute", "attempts", "failures"],
+                *(
+                    [
+                        item["minute"],
+                        item["local_minute"],
+                        len(item["attempts"]),
+                        sum(1 for a in item["attempts"] if a["outcome"] == "failure"),
+                    ]
+                    for item in minutes
+                ),
+            ]
+        ),
+    )
+    put(
+        "attempts.csv",
+        _csv_text(
+            [
+                list(ATTEMPT_FIELDS),
+                *(
+                    [attempt[k] for k in ATTEMPT_FIELDS]
+                    for item in minutes
+                    for attempt in item["attempts"]
+                ),
+            ]
+        ),
+    )
     put("report.txt", render_text(report))
     put("report.json", json.dumps(as_dict(report), indent=2) + "\n")
     put("report.html", render_html(report))
@@ -134,8 +210,8 @@ def write_evidence(
         "files": dict(sorted(files.items())),
     }
     summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _create(summary_path, json.dumps(summary, indent=2) + "\n")
     lines = [f"{digest}  {name}" for name, digest in sorted(files.items())]
     lines.append(f"{_sha256(summary_path)}  summary.json")
-    (out_dir / "SHA256SUMS").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _create(out_dir / "SHA256SUMS", "\n".join(lines) + "\n")
     return {**files, "summary.json": _sha256(summary_path)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .sla.types import (
 APPLICATION_ID = 0x494D5052  # "IMPR": marks the file as an im-prober ledger
 SCHEMA_VERSION = 1
 TARGET_LEVEL = ""  # the probe name of target-level rows
+_NO_END = 2**62  # an epoch minute later than any real one: "no upper bound" in queries
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,31 +138,106 @@ def _check_readable(path: Path) -> None:
         raise LedgerError(f"{path}: not an im-prober ledger (not an SQLite file)")
 
 
+def _is_readonly_error(exc: BaseException) -> bool:
+    """SQLite refused a write because its file, or the file's folder, is read-only."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_READONLY") or "readonly database" in str(exc)
+
+
 class Ledger:
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    """The ledger file. Opened for writing (the daemon, `ledger import`), it is created and
+    migrated as needed; opened with `readonly=True` (report, export, evidence) it is only
+    read: SQLite's read-only mode, no migration, no pragma that writes, so a file the user
+    may only read works and a file that is not a ledger yet stays exactly as it was."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         if not self.path.exists():
-            if not create:
+            if readonly or not create:
                 raise LedgerError(f"{self.path}: no ledger here (has the daemon run yet?)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         else:
             _check_readable(self.path)
+            if readonly and self.path.stat().st_size == 0:
+                raise LedgerError(
+                    f"{self.path}: an empty file, not a ledger yet (the daemon or "
+                    "`ledger import` creates one)"
+                )
         self._lock = threading.RLock()
+        self._reconnect = False  # set when SQLite refused a write: reopen before the next one
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-            self._open()
+            if readonly:
+                self._db = self._connect_readonly()
+            else:
+                self._connect()
         except sqlite3.DatabaseError as exc:
+            if _is_readonly_error(exc):
+                raise LedgerError(
+                    f"{self.path}: the ledger's schema must be written, but the file (or its "
+                    "folder) is read-only"
+                ) from None
             raise LedgerError(f"{self.path}: cannot use the ledger: {exc}") from None
-        self._series: dict[tuple[str, str], int] = {
+        self._series: dict[tuple[str, str], int] = {}
+        self._load_series()
+
+    def _load_series(self) -> None:
+        self._series = {
             (t, p): i for i, t, p in self._db.execute("SELECT id, target, probe FROM series")
         }
 
     # -- opening and migrations ---------------------------------------------------------
 
-    def _open(self) -> None:
-        db = self._db
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro"
+        db = sqlite3.connect(
+            uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._check_version(db, readonly=True)
+        except BaseException as exc:
+            db.close()
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
+            # Reading a WAL-mode file needs its -shm file, which SQLite creates beside it. In
+            # a folder this user may not write, that fails; when there is no -wal file either,
+            # nobody has the ledger open for writing, and it can be read as an immutable file.
+            wal = self.path.with_name(self.path.name + "-wal")
+            if not (_is_readonly_error(exc) or "unable to open" in str(exc)):
+                raise
+            if wal.exists():
+                raise LedgerError(
+                    f"{self.path}: cannot read the ledger while it is being written: its "
+                    "folder is not writable for this user, so SQLite cannot share the "
+                    "writer's index (-shm) file; run this as the daemon's user"
+                ) from None
+            db = sqlite3.connect(
+                uri + "&immutable=1",
+                uri=True,
+                timeout=10.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                self._check_version(db, readonly=True)
+            except BaseException:
+                db.close()
+                raise
+        db.execute("PRAGMA query_only = ON")
+        return db
+
+    def _check_version(self, db: sqlite3.Connection, *, readonly: bool) -> int:
+        """The file's schema version, after checking it is a ledger this version can use."""
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
@@ -171,12 +248,43 @@ class Ledger:
                 f"{self.path}: written by a newer im-prober (ledger schema {version}); this "
                 f"version reads schema {SCHEMA_VERSION} or older. Upgrade im-prober."
             )
+        if readonly and version < SCHEMA_VERSION:
+            if version == 0 and not has_tables:
+                raise LedgerError(
+                    f"{self.path}: an empty database, not a ledger yet (the daemon or "
+                    "`ledger import` creates one)"
+                )
+            raise LedgerError(
+                f"{self.path}: ledger schema {version} is older than this version's "
+                f"{SCHEMA_VERSION}; upgrade it first (`im-prober ledger migrate -c CONFIG`, "
+                "or start the daemon) with write access to the file"
+            )
+        return version
+
+    def _open(self) -> None:
+        db = self._db
+        version = self._check_version(db, readonly=False)
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed minute survives power loss too; one fsync per closing batch.
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         if version < SCHEMA_VERSION:
             self._migrate(version)
+
+    def _reopen_if_refused(self) -> None:
+        """A connection SQLite opened while the file was read-only stays read-only; once a
+        write was refused, the next write opens the file afresh (it may be writable now)."""
+        if not self._reconnect:
+            return
+        old = self._db
+        try:
+            self._connect()
+        except BaseException:
+            self._db = old  # still good for reading
+            raise
+        old.close()
+        self._reconnect = False
+        self._load_series()
 
     def _migrate(self, version: int) -> None:
         from . import __version__
@@ -325,14 +433,34 @@ class Ledger:
 
     # -- reads --------------------------------------------------------------------------
 
-    def last_closed_minute(self, target: str) -> int | None:
+    def last_closed_minute(self, target: str, before: int | None = None) -> int | None:
+        """The newest target-level minute, or the newest before `before`: the daemon passes
+        the current minute, so a row for a minute that has not happened (an import gone
+        wrong) is never taken for the newest closed one."""
         sid = self._existing_series(target)
         if sid is None:
             return None
         with self._lock:
             return self._db.execute(
-                "SELECT max(minute) FROM minutes WHERE series_id = ?", (sid,)
+                "SELECT max(minute) FROM minutes WHERE series_id = ? AND minute < ?",
+                (sid, _NO_END if before is None else before),
             ).fetchone()[0]
+
+    def future_rows(self, since: int) -> dict[str, int]:
+        """Target-level rows at or after minute `since`, per target (none in a sound ledger:
+        a minute is written after it has ended)."""
+        found: dict[str, int] = {}
+        with self._lock:
+            for (target, probe), sid in self._series.items():
+                if probe != TARGET_LEVEL:
+                    continue
+                count = self._db.execute(
+                    "SELECT count(*) FROM minutes WHERE series_id = ? AND minute >= ?",
+                    (sid, since),
+                ).fetchone()[0]
+                if count:
+                    found[target] = count
+        return found
 
     def verdict_totals(self) -> dict[tuple[str, str], dict[State, int]]:
         """Running totals of minute verdicts per (target, probe); probe '' = target level."""
@@ -375,16 +503,18 @@ class Ledger:
             counts[STATES_BY_CODE[state]] = count
         return counts
 
-    def state_codes(self, target: str, since: int) -> list[tuple[int, int]]:
-        """(minute, state code) of the target-level rows from `since` on, oldest first."""
+    def state_codes(
+        self, target: str, since: int, until: int | None = None
+    ) -> list[tuple[int, int]]:
+        """(minute, state code) of the target-level rows in [since, until), oldest first."""
         sid = self._existing_series(target)
         if sid is None:
             return []
         with self._lock:
             return self._db.execute(
                 "SELECT minute, state FROM minutes WHERE series_id = ? AND minute >= ? "
-                "ORDER BY minute",
-                (sid, since),
+                "AND minute < ? ORDER BY minute",
+                (sid, since, _NO_END if until is None else until),
             ).fetchall()
 
     def minutes_in_state(
@@ -465,28 +595,42 @@ class _Transaction:
         self._outcomes: Counter[tuple[int, int]] = Counter()
 
     def __enter__(self) -> _Transaction:
-        self._ledger._lock.acquire()
+        ledger = self._ledger
+        if ledger.readonly:
+            raise LedgerError(f"{ledger.path}: opened read-only; nothing can be written")
+        ledger._lock.acquire()
         try:
+            ledger._reopen_if_refused()
+            self._db = ledger._db
             self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._ledger._lock.release()
+        except BaseException as exc:
+            if _is_readonly_error(exc):
+                ledger._reconnect = True
+            ledger._lock.release()
             raise
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
             if exc_type is None:
-                self._flush_totals()
-                self._db.execute("COMMIT")
+                try:
+                    self._flush_totals()
+                    self._db.execute("COMMIT")
+                except BaseException as failed:
+                    self._abort(failed)
+                    raise
             else:
-                self._db.execute("ROLLBACK")
-                # Series ids created in the rolled-back transaction do not exist any more.
-                self._ledger._series = {
-                    (t, p): i
-                    for i, t, p in self._db.execute("SELECT id, target, probe FROM series")
-                }
+                self._abort(exc)
         finally:
             self._ledger._lock.release()
+
+    def _abort(self, exc: BaseException | None) -> None:
+        if exc is not None and _is_readonly_error(exc):
+            self._ledger._reconnect = True
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        # Series ids created in the rolled-back transaction do not exist any more.
+        self._ledger._load_series()
 
     def insert_minute(self, sid: int, minute: int, verdict: Verdict, counts: OutcomeCounts) -> bool:
         cursor = self._db.execute(

@@ -1,4 +1,11 @@
-"""Minute rows as CSV: `target,probe,minute,state,reason` (probe empty = target level)."""
+"""Minute rows as CSV: `target,probe,minute,state,reason` (probe empty = target level).
+
+Import files are hostile input: they are read as a stream (plain or gzip) and bounded in
+uncompressed size, line count and line length, so a compression bomb ends in one clear error
+instead of exhausting memory. Only minutes that have ended and that lie after 2000-01-01 are
+accepted, and exported minutes always have four-digit years, so what `write_rows` writes
+`read_rows` reads back unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,29 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Container, Iterable, Iterator
+import time
+import zlib
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from .config import PROBE_NAME, TARGET_NAME
+from .csv_cells import cells, plain
 from .errors import UserError
 from .ledger import MinuteRow
-from .sla import Reason, State, minute_iso
+from .sla import OutcomeCounts, Reason, State
 
 HEADER = ["target", "probe", "minute", "state", "reason"]
 MAX_ERRORS_SHOWN = 10
+# Bounds of one import file. A service month of one target with three probes is ~180,000
+# rows of ~45 characters; bigger histories are imported in pieces (export --since/--until).
+MAX_ROWS = 1_000_000
+MAX_LINE_CHARS = 4096
+MAX_TEXT_CHARS = 128 * 1024 * 1024
+# The earliest minute accepted: older ones are typing mistakes (0001-01-01), not history.
+EARLIEST_MINUTE = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) // 60
+_NO_COUNTS = OutcomeCounts()  # imported rows carry no attempt counts; one shared value
 
 
 def parse_instant(text: str) -> datetime:
@@ -28,7 +46,10 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an ISO-8601 time such as 2026-03-17T00:05:00Z") from None
     if value.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset (write Z or +08:00)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+08:00 is before year 1 in UTC
+        raise ValueError(f"{text!r} is out of range") from None
 
 
 def parse_minute(text: str) -> int:
@@ -38,89 +59,179 @@ def parse_minute(text: str) -> int:
     return int(instant.timestamp()) // 60
 
 
+def format_minute(minute: int) -> str:
+    """An epoch minute as the CSV writes it, e.g. 2026-03-17T00:05:00Z (always 4-digit years:
+    strftime's %Y drops the zeros of year 1 on some platforms)."""
+    t = datetime.fromtimestamp(minute * 60, tz=UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:00Z"
+
+
 def write_rows(rows: Iterable[MinuteRow], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
     count = 0
     for row in rows:
-        writer.writerow([row.target, row.probe, minute_iso(row.minute), row.state, row.reason])
+        writer.writerow(
+            cells((row.target, row.probe, format_minute(row.minute), row.state, row.reason))
+        )
         count += 1
     return count
 
 
-def _parse_row(fields: list[str], targets: Container[str]) -> MinuteRow:
-    if len(fields) != len(HEADER):
-        raise ValueError(f"expected {len(HEADER)} fields, found {len(fields)}")
-    target, probe, minute_text, state_text, reason_text = (f.strip() for f in fields)
-    if not re.match(TARGET_NAME, target):
-        raise ValueError(f"target {target!r} is not a valid target name")
-    if target not in targets:
-        raise ValueError(f"target {target!r} is not in the config")
-    if probe and not re.match(PROBE_NAME, probe):
-        raise ValueError(f"probe {probe!r} is not a valid probe name")
-    minute = parse_minute(minute_text)
-    try:
-        state = State(state_text)
-    except ValueError:
-        raise ValueError(
-            f"state {state_text!r} is not one of {', '.join(s.value for s in State)}"
-        ) from None
-    try:
-        reason = Reason(reason_text)
-    except ValueError:
-        raise ValueError(
-            f"reason {reason_text!r} is not one of {', '.join(r.value for r in Reason if r)}"
-        ) from None
-    if (state is State.NO_DATA) != bool(reason):
-        raise ValueError("no_data needs a reason, and only no_data has one")
-    return MinuteRow(target, probe, minute, state, reason)
+_STATES = {s.value: s for s in State}
+_REASONS = {r.value: r for r in Reason}
+_TARGET = re.compile(TARGET_NAME)
+_PROBE = re.compile(PROBE_NAME)
+
+
+class _RowChecker:
+    """Checks one row at a time; names and minutes already seen are not checked again
+    (a file repeats a handful of target/probe pairs over every minute)."""
+
+    def __init__(
+        self,
+        targets: Container[str],
+        probes: Mapping[str, Container[str]] | None,
+        now_minute: int,
+    ) -> None:
+        self.targets = targets
+        self.probes = probes
+        self.now_minute = now_minute
+        self._series: set[tuple[str, str]] = set()
+
+    def _check_series(self, target: str, probe: str) -> None:
+        if (target, probe) in self._series:
+            return
+        if not _TARGET.fullmatch(target):
+            raise ValueError(f"target {target!r} is not a valid target name")
+        if target not in self.targets:
+            raise ValueError(f"target {target!r} is not in the config")
+        if probe:
+            if not _PROBE.fullmatch(probe):
+                raise ValueError(f"probe {probe!r} is not a valid probe name")
+            if self.probes is not None and probe not in self.probes.get(target, ()):
+                raise ValueError(f"target {target} has no probe {probe!r} in the config")
+        self._series.add((target, probe))
+
+    def row(self, fields: list[str]) -> MinuteRow:
+        if len(fields) != len(HEADER):
+            raise ValueError(f"expected {len(HEADER)} fields, found {len(fields)}")
+        target, probe, minute_text, state_text, reason_text = fields
+        target, probe = plain(target.strip()), plain(probe.strip())
+        minute_text, state_text, reason_text = (
+            plain(minute_text.strip()),
+            plain(state_text.strip()),
+            plain(reason_text.strip()),
+        )
+        self._check_series(target, probe)
+        minute = parse_minute(minute_text)
+        if minute < EARLIEST_MINUTE:
+            raise ValueError(f"minute {minute_text} is before 2000-01-01")
+        if minute >= self.now_minute:
+            raise ValueError(
+                f"minute {minute_text} has not ended yet (now is "
+                f"{format_minute(self.now_minute)}): only closed minutes can be imported"
+            )
+        state = _STATES.get(state_text)
+        if state is None:
+            raise ValueError(f"state {state_text!r} is not one of {', '.join(_STATES)}")
+        reason = _REASONS.get(reason_text)
+        if reason is None:
+            raise ValueError(
+                f"reason {reason_text!r} is not one of {', '.join(r for r in _REASONS if r)}"
+            )
+        if (state is State.NO_DATA) != bool(reason):
+            raise ValueError("no_data needs a reason, and only no_data has one")
+        return MinuteRow(target, probe, minute, state, reason, _NO_COUNTS)
 
 
 def _open_text(path: Path) -> TextIO:
+    """The file as a text stream, gunzipped on the fly when it is gzip."""
     try:
-        raw = path.read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{path}: broken gzip data: {exc}") from None
     try:
-        return io.StringIO(raw.decode("utf-8-sig"), newline="")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        magic = handle.read(2)
+        handle.seek(0)
+    except OSError as exc:
+        handle.close()
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = gzip.GzipFile(fileobj=handle, mode="rb") if magic == b"\x1f\x8b" else handle
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
 
 
-def read_rows(path: Path, targets: Container[str]) -> list[tuple[int, MinuteRow]]:
-    """Every row of a minute CSV (plain or gzip), checked before anything is written."""
-    reader = csv.reader(_open_text(path))
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise UserError(f"{path}:1: {exc}") from None
-    if header is None or [h.strip() for h in header] != HEADER:
-        raise UserError(f"{path}:1: the header must be {','.join(HEADER)}")
-    rows: list[tuple[int, MinuteRow]] = []
-    errors: list[str] = []
-    iterator: Iterator[list[str]] = reader
+def _lines(path: Path, text: TextIO) -> Iterator[tuple[int, str]]:
+    """Physical lines with their numbers, each at most MAX_LINE_CHARS long, the whole file at
+    most MAX_TEXT_CHARS and MAX_ROWS + 1 lines: one clear error past any bound."""
+    total = 0
+    number = 0
     while True:
         try:
-            fields = next(iterator)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            errors.append(f"{path}:{reader.line_num}: {exc}")
-            break
-        line = reader.line_num
-        if not fields or fields == [""]:
-            continue
+            line = text.readline(MAX_LINE_CHARS + 1)
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}:{number + 1}: not UTF-8 text (byte {exc.start})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"{path}:{number + 1}: broken gzip data: {exc}") from None
+        if not line:
+            return
+        number += 1
+        total += len(line)
+        if len(line) > MAX_LINE_CHARS:
+            raise UserError(f"{path}:{number}: line longer than {MAX_LINE_CHARS} characters")
+        if number > MAX_ROWS + 1:
+            raise UserError(
+                f"{path}: more than {MAX_ROWS:,} rows; import it in pieces "
+                "(ledger export --since/--until)"
+            )
+        if total > MAX_TEXT_CHARS:
+            raise UserError(
+                f"{path}: more than {MAX_TEXT_CHARS // (1024 * 1024)} MiB of text "
+                "(uncompressed); import it in pieces"
+            )
+        yield number, line
+
+
+def _fields(line: str) -> list[str]:
+    """One line's fields; a quoted field may not run into the next line."""
+    return next(csv.reader((line,)), [])
+
+
+def read_rows(
+    path: Path,
+    targets: Container[str],
+    *,
+    probes: Mapping[str, Collection[str]] | None = None,
+    now: float | None = None,
+) -> list[tuple[int, MinuteRow]]:
+    """Every row of a minute CSV (plain or gzip), checked before anything is written:
+    targets (and, given `probes`, each target's probe names) must be in the config, and each
+    minute must have ended by `now` (default: the current time)."""
+    checker = _RowChecker(targets, probes, int((time.time() if now is None else now) // 60))
+    rows: list[tuple[int, MinuteRow]] = []
+    errors: list[str] = []
+    error_count = 0
+    with _open_text(path) as text:
+        lines = _lines(path, text)
+        first = next(lines, None)
         try:
-            rows.append((line, _parse_row(fields, targets)))
-        except ValueError as exc:
-            errors.append(f"{path}:{line}: {exc}")
+            header = _fields(first[1]) if first is not None else None
+        except csv.Error as exc:
+            raise UserError(f"{path}:1: {exc}") from None
+        if header is None or [plain(h.strip()) for h in header] != HEADER:
+            raise UserError(f"{path}:1: the header must be {','.join(HEADER)}")
+        for number, line in lines:
+            try:
+                fields = _fields(line)
+                if not fields or fields == [""]:
+                    continue
+                rows.append((number, checker.row(fields)))
+            except (csv.Error, ValueError) as exc:
+                error_count += 1
+                if len(errors) < MAX_ERRORS_SHOWN:
+                    errors.append(f"{path}:{number}: {exc}")
     if errors:
-        more = len(errors) - MAX_ERRORS_SHOWN
-        shown = errors[:MAX_ERRORS_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+        more = error_count - len(errors)
+        shown = errors + ([f"... and {more} more"] if more > 0 else [])
         raise UserError("nothing was imported:\n" + "\n".join(shown))
     return rows

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import sla
 from .config import TargetBase as TargetConfig
+from .csv_cells import cells
 from .ledger import Ledger
 from .sla import Figures, Incident, ServiceMonth, State
 
@@ -39,6 +40,17 @@ class Report:
     def objective_met(self) -> bool:
         availability = self.figures.sla_availability
         return availability is None or availability >= self.objective
+
+    @property
+    def started(self) -> bool:
+        return self.as_of >= self.month.start
+
+    @property
+    def progress(self) -> str:
+        """What the heading says after the month's span."""
+        if self.complete:
+            return ""
+        return " (in progress)" if self.started else " (not started yet)"
 
     @property
     def low_coverage(self) -> bool:
@@ -153,8 +165,10 @@ def headline(report: Report) -> str:
     f = report.figures
     so_far = "" if report.complete else " so far"
     availability = _pct(f.sla_availability)
+    if not report.started:
+        return f"NO DATA: the service month starts {report.month.start:%Y-%m-%d %H:%M}"
     if f.total == 0:
-        return "NO DATA: the service month has not started yet"
+        return "NO DATA: no minute of the service month has ended yet"
     if report.objective_met:
         objective = _pct(report.objective, 2)
         return f"MET{so_far}: SLA availability {availability} ≥ objective {objective}"
@@ -186,7 +200,7 @@ def render_text(report: Report) -> str:
     availability = _pct(f.sla_availability)
     lines = [
         f"im-prober SLA report — target {report.target}",
-        f"Service month {span}{'' if report.complete else ' (in progress)'}",
+        f"Service month {span}{report.progress}",
         "",
         headline(report),
         "",
@@ -234,17 +248,19 @@ def render_csv(report: Report) -> str:
     for key, value in data.items():
         if isinstance(value, dict):
             for sub, item in value.items():
-                writer.writerow([f"{key}.{sub}", "" if item is None else item])
+                writer.writerow(cells([f"{key}.{sub}", item]))
         elif key == "incidents":
             for n, incident in enumerate(value):
                 writer.writerow(
-                    [
-                        f"incident.{n}",
-                        f"{incident['start']}/{incident['end']}/{incident['minutes']}",
-                    ]
+                    cells(
+                        [
+                            f"incident.{n}",
+                            f"{incident['start']}/{incident['end']}/{incident['minutes']}",
+                        ]
+                    )
                 )
         else:
-            writer.writerow([key, "" if value is None else value])
+            writer.writerow(cells([key, value]))
     return out.getvalue()
 
 
@@ -293,7 +309,7 @@ def render_html(report: Report) -> str:
         f"<title>SLA report {e(report.target)} {month.start:%Y-%m-%d}</title>",
         f"<style>{_HTML_STYLE}</style></head><body>",
         f"<h1>im-prober SLA report — target {e(report.target)}</h1>",
-        f"<p>Service month {e(span)}{'' if report.complete else ' (in progress)'}</p>",
+        f"<p>Service month {e(span)}{e(report.progress)}</p>",
         f'<p class="{verdict_class}"><strong>{e(headline(report))}</strong></p>',
         "<table><tr><th>minutes</th><th></th></tr>",
         *(f'<tr><td>{e(k)}</td><td class="n">{v}</td></tr>' for k, v in rows),

@@ -143,7 +143,18 @@ class Prober:
         current = int(now // 60)
         for target in self.config.targets:
             self.targets[target.name] = TargetRuntime.build(target)
-        await asyncio.to_thread(self._record_gaps, list(self.config.targets), current)
+        future = await asyncio.to_thread(self.ledger.future_rows, current)
+        if future:
+            event(
+                logging.WARNING,
+                "the ledger holds minutes that have not ended yet (an import?); they are "
+                "ignored: not the newest closed minute, not part of the month so far",
+                targets=",".join(sorted(future)),
+                rows=sum(future.values()),
+            )
+        unrecorded = await asyncio.to_thread(self._record_gaps, list(self.config.targets), current)
+        if unrecorded:
+            self._record_gaps_later(unrecorded, current)
         calendars = {t.name: t.sla.calendar() for t in self.config.targets}
         await asyncio.to_thread(self.view.restore, self.ledger, calendars, now)
         self.exposition.set_targets(target_info(t) for t in self.config.targets)
@@ -184,14 +195,29 @@ class Prober:
             version=__version__,
         )
 
-    def _record_gaps(self, targets: list[TargetBase], current: int) -> None:
+    def _record_gaps(
+        self, targets: list[TargetBase], current: int
+    ) -> list[tuple[TargetBase, int, Exception]]:
+        """Record the minutes each target missed before `current` (rows at or after it are
+        not taken for the newest closed minute). Returns the gaps the ledger refused to take
+        (target, first missed minute, error): a read-only or failing ledger must not stop
+        the prober from starting."""
+        unrecorded: list[tuple[TargetBase, int, Exception]] = []
         for target in targets:
-            last = self.ledger.last_closed_minute(target.name)
+            last = self.ledger.last_closed_minute(target.name, before=current)
             if last is None or last + 1 >= current:
                 continue
-            recorded = self.ledger.record_gap(
-                target.name, list(target.probes), last + 1, current, self._verdict_of_gap(target)
-            )
+            try:
+                recorded = self.ledger.record_gap(
+                    target.name,
+                    list(target.probes),
+                    last + 1,
+                    current,
+                    self._verdict_of_gap(target),
+                )
+            except (sqlite3.Error, OSError, UserError) as exc:
+                unrecorded.append((target, last + 1, exc))
+                continue
             if recorded:
                 event(
                     logging.WARNING,
@@ -200,6 +226,27 @@ class Prober:
                     minutes=recorded,
                     since=minute_iso(last + 1),
                 )
+        return unrecorded
+
+    def _record_gaps_later(
+        self, unrecorded: list[tuple[TargetBase, int, Exception]], current: int
+    ) -> None:
+        """The ledger refused the gaps at start: count it as the write failure it is (not
+        ready, the error metric) and hand the gaps to the write buffer's dropped-minutes
+        ranges, which are recorded as no_data/prober_down once the ledger takes writes."""
+        for target, first, _exc in unrecorded:
+            known = self.dropped.get(target.name)
+            if known is not None:
+                first = min(first, known[1])
+            self.dropped[target.name] = (tuple(target.probes), first, current)
+        self._write_failed(unrecorded[0][2])
+        event(
+            logging.WARNING,
+            "minutes missed while the prober was down are kept in memory until the ledger "
+            "takes writes",
+            targets=len(unrecorded),
+            minutes=sum(current - first for _target, first, _exc in unrecorded),
+        )
 
     def _build_network_check(self) -> None:
         check = self.config.network_check

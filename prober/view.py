@@ -4,6 +4,7 @@ closed minute after it is written, so metrics never scan the ledger and never re
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class TargetView:
 
     def current_month(self, now: float) -> MonthTally | None:
         tally = self.month
-        if tally is not None and tally.month.end_minute * 60 > now:
+        if tally is not None and tally.month.start_minute * 60 <= now < tally.month.end_minute * 60:
             return tally
         found = self.calendar.month_containing(datetime.fromtimestamp(now, UTC))
         if found is None:
@@ -116,21 +117,28 @@ class LedgerView:
         self.attempts: dict[tuple[str, str], Counter[Outcome]] = {}
         self.targets: dict[str, TargetView] = {}
         self.generation = 0  # bumped on every change, so renderings can be cached
+        self._ledger: Ledger | None = None  # where a changed service month is recounted from
 
     def restore(self, ledger: Ledger, calendars: dict[str, ServiceCalendar], now: float) -> None:
-        """Counters from the running totals; windows and months from the last ~31 days."""
+        """Counters from the running totals; windows and months from the last ~31 days.
+
+        Only minutes that have ended count: a row at or after the current minute (an import
+        gone wrong) is neither the newest closed minute nor part of the month so far, so the
+        month's figures are those `report` computes from the same ledger."""
+        self._ledger = ledger
         self.verdicts = {k: Counter(v) for k, v in ledger.verdict_totals().items()}
         self.attempts = {k: Counter(v) for k, v in ledger.attempt_totals().items()}
+        current_minute = int(now // 60)
         for name, calendar in calendars.items():
             self.track(name, calendar)
             view = self.targets[name]
             current = calendar.month_containing(datetime.fromtimestamp(now, UTC))
-            since = int(now // 60) - RING
+            since = current_minute - RING
             if current is not None:
                 since = min(since, current.start_minute)
-            for minute, code in ledger.state_codes(name, since):
+            for minute, code in ledger.state_codes(name, since, until=current_minute):
                 view.add(minute, STATES_BY_CODE[code])
-            view.last_closed = ledger.last_closed_minute(name)
+            view.last_closed = ledger.last_closed_minute(name, before=current_minute)
         self.generation += 1
 
     def track(self, target: str, calendar: ServiceCalendar) -> None:
@@ -139,8 +147,24 @@ class LedgerView:
             self.targets[target] = TargetView(calendar)
         elif view.calendar.anchor != calendar.anchor or view.calendar.tz != calendar.tz:
             view.calendar = calendar
-            view.month = None  # recounted from the ring's minutes is not possible: next close
+            view.month = self._recount(target, view)
         self.generation += 1
+
+    def _recount(self, target: str, view: TargetView) -> MonthTally | None:
+        """The tally of the month (under a changed calendar) that holds the newest closed
+        minute, counted from the ledger: one indexed query, only when a reload changes a
+        target's anchor or timezone."""
+        if self._ledger is None or view.last_closed is None:
+            return None
+        month = view.calendar.month_containing(datetime.fromtimestamp(view.last_closed * 60, UTC))
+        if month is None:
+            return None
+        end = min(view.last_closed + 1, month.end_minute)
+        try:
+            counts = self._ledger.state_counts(target, month.start_minute, end)
+        except sqlite3.Error:
+            return None  # counted afresh from the next closed minute on
+        return MonthTally(month, Counter({s: n for s, n in counts.items() if n}))
 
     def apply(self, closed: Iterable[ClosedMinute]) -> None:
         for item in closed:

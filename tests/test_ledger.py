@@ -236,3 +236,38 @@ def test_prune_keeps_minutes(tmp_path: Path) -> None:
     ledger.prune_attempts(before=(M0 + 10) * 60)
     assert all(a.minute >= M0 + 10 for a in ledger.attempts_in("a", M0, M0 + 20))
     assert ledger.state_counts("a", M0, M0 + 20) == minutes_before
+
+
+def test_a_ledger_opened_read_only_reads_and_never_writes(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.write_minutes([ClosedMinute("a", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
+    before = file_digest(path)
+    with Ledger(path, readonly=True) as reader:
+        assert reader.last_closed_minute("a") == M0
+        assert reader.state_counts("a", M0, M0 + 1)[State.AVAILABLE] == 1
+        with pytest.raises(LedgerError, match="opened read-only"):
+            reader.write_minutes(
+                [ClosedMinute("a", M0 + 1, Verdict(State.AVAILABLE), OutcomeCounts(1))]
+            )
+        with pytest.raises(LedgerError, match="opened read-only"):
+            reader.record_gap("a", [], M0 + 1, M0 + 5)
+    assert file_digest(path) == before
+    # a missing file is not created by a reader
+    with pytest.raises(LedgerError, match="no ledger here"):
+        Ledger(tmp_path / "absent.sqlite3", readonly=True)
+    assert not (tmp_path / "absent.sqlite3").exists()
+
+
+def test_rows_at_or_after_a_minute_are_not_the_last_closed_one(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger.write_minutes(
+        [ClosedMinute("a", M0 + i, Verdict(State.AVAILABLE), OutcomeCounts(1)) for i in range(3)]
+    )
+    ledger.import_rows([(2, MinuteRow("a", "", M0 + 1000, State.APPARENT_FAILURE))])
+    assert ledger.last_closed_minute("a") == M0 + 1000
+    assert ledger.last_closed_minute("a", before=M0 + 10) == M0 + 2
+    assert ledger.future_rows(M0 + 10) == {"a": 1}
+    assert ledger.future_rows(M0 + 1001) == {}
+    assert [m for m, _ in ledger.state_codes("a", M0, until=M0 + 10)] == [M0, M0 + 1, M0 + 2]
+    ledger.close()

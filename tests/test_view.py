@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.sla import ServiceCalendar, State
+from prober.ledger import ClosedMinute, Ledger, MinuteRow
+from prober.sla import OutcomeCounts, ServiceCalendar, State, Verdict
 from prober.sla.types import STATE_CODES
-from prober.view import RING, WINDOWS, MinuteRing, TargetView
+from prober.view import RING, WINDOWS, LedgerView, MinuteRing, TargetView
 
 CODES = [STATE_CODES[s] for s in State]
 
@@ -66,3 +68,40 @@ def test_month_tally_rolls_over() -> None:
     assert view.month.month.index == 1
     assert view.current_month(first.end_minute * 60 + 30).counts == {State.AVAILABLE: 1}
     assert view.current_month(view.calendar.month(1).end_minute * 60).month.index == 2
+
+
+def test_restore_ignores_rows_that_have_not_ended_and_counts_the_month_like_report(
+    tmp_path: Path,
+) -> None:
+    calendar = ServiceCalendar(date(2026, 3, 17), "UTC")
+    month = calendar.month(2)  # [2026-05-17, 2026-06-17)
+    now = (month.start_minute + 100) * 60 + 30  # 100 minutes into the month
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.write_minutes(
+        [
+            ClosedMinute("t", month.start_minute + i, Verdict(state), OutcomeCounts())
+            for i, state in enumerate([State.APPARENT_FAILURE] * 2 + [State.AVAILABLE] * 98)
+        ]
+    )
+    # rows an import let in: the current minute, one tomorrow, one in a later month
+    future = [int(now // 60), int(now // 60) + 1440, month.end_minute + 5]
+    ledger.import_rows(
+        [(n, MinuteRow("t", "", m, State.APPARENT_FAILURE)) for n, m in enumerate(future)]
+    )
+    view = LedgerView()
+    view.restore(ledger, {"t": calendar}, now)
+    target = view.targets["t"]
+    assert target.last_closed == month.start_minute + 99
+    tally = target.current_month(now)
+    assert tally is not None and tally.month == month
+    assert tally.counts == {State.APPARENT_FAILURE: 2, State.AVAILABLE: 98}
+    assert target.ring.failed["24h"] == 2
+    # a reload that moves the month's start recounts the month from the ledger
+    moved = ServiceCalendar(date(2026, 3, 17), "Asia/Shanghai")  # starts 8 h earlier
+    view.track("t", moved)
+    tally = target.current_month(now)
+    assert tally is not None and tally.month == moved.month_containing(
+        datetime.fromtimestamp(now, UTC)
+    )
+    assert tally.counts == {State.APPARENT_FAILURE: 2, State.AVAILABLE: 98}
+    ledger.close()

@@ -1,0 +1,79 @@
+"""One daemon per ledger: an OS lock (flock) on `<ledger>.lock`, holding the holder's pid.
+
+Two daemons writing one ledger would both probe and race to close the same minutes. The
+kernel drops an flock when its holder exits, however it exits (SIGKILL included), so a lock
+is never stale; the file itself stays (removing it would let a third process lock a new file
+while the second still holds the old one). Commands that only read, and `ledger import`,
+do not take it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+
+def lock_path(ledger_path: Path) -> Path:
+    return ledger_path.with_name(ledger_path.name + ".lock")
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isdigit() else "unknown"
+
+
+class LedgerLock:
+    """Held from `acquire` until `release` or the end of the process."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, ledger_path: Path) -> LedgerLock:
+        path = lock_path(ledger_path)
+        writable = True
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            # A folder (or lock file) this user may not write: an existing lock file can
+            # still be locked through a read-only descriptor.
+            try:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                raise UserError(
+                    f"{path}: cannot create the ledger's lock file: {exc.strerror or exc}"
+                ) from None
+            writable = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(
+                    f"{ledger_path}: another im-prober daemon (pid {holder}) is using this "
+                    f"ledger (lock {path}); stop it first, or give this one its own ledger.path"
+                ) from None
+            raise UserError(f"{path}: cannot lock the ledger: {exc.strerror or exc}") from None
+        if writable:
+            with contextlib.suppress(OSError):  # the pid only helps the message above
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None

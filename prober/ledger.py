@@ -217,9 +217,10 @@ class Ledger:
                 raise
             if wal.exists():
                 raise LedgerError(
-                    f"{self.path}: cannot read the ledger while it is being written: its "
-                    "folder is not writable for this user, so SQLite cannot share the "
-                    "writer's index (-shm) file; run this as the daemon's user"
+                    f"{self.path}: cannot read the ledger as this user: its folder is not "
+                    f"writable, and {wal.name} shows the daemon has it open (or stopped "
+                    "without closing it), so SQLite needs an index file (-shm) beside it; "
+                    "run this as the daemon's user"
                 ) from None
             db = sqlite3.connect(
                 uri + "&immutable=1",

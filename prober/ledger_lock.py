@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -38,7 +39,8 @@ class LedgerLock:
         self._fd: int | None = fd
 
     @classmethod
-    def acquire(cls, ledger_path: Path) -> LedgerLock:
+    def acquire(cls, ledger_path: Path, wait: float = 3.0) -> LedgerLock:
+        """Take the lock, waiting up to `wait` seconds for a holder that is exiting."""
         path = lock_path(ledger_path)
         writable = True
         try:
@@ -56,17 +58,25 @@ class LedgerLock:
                     f"{path}: cannot create the ledger's lock file: {exc.strerror or exc}"
                 ) from None
             writable = False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _holder(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UserError(
-                    f"{ledger_path}: another im-prober daemon (pid {holder}) is using this "
-                    f"ledger (lock {path}); stop it first, or give this one its own ledger.path"
-                ) from None
-            raise UserError(f"{path}: cannot lock the ledger: {exc.strerror or exc}") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+                if busy and time.monotonic() < deadline:
+                    time.sleep(0.1)  # a predecessor killed a moment ago may still be exiting
+                    continue
+                holder = _holder(fd)
+                os.close(fd)
+                if busy:
+                    raise UserError(
+                        f"{ledger_path}: another im-prober daemon (pid {holder}) is using "
+                        f"this ledger (lock {path}); stop it first, or give this one its own "
+                        "ledger.path"
+                    ) from None
+                raise UserError(f"{path}: cannot lock the ledger: {exc.strerror or exc}") from None
         if writable:
             with contextlib.suppress(OSError):  # the pid only helps the message above
                 os.ftruncate(fd, 0)

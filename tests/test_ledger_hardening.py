@@ -566,7 +566,7 @@ def test_the_ledger_lock_is_held_once_and_names_its_holder(tmp_path: Path) -> No
     with pytest.raises(
         UserError, match=rf"ledger.sqlite3: another im-prober daemon \(pid {os.getpid()}\)"
     ):
-        LedgerLock.acquire(ledger_path)
+        LedgerLock.acquire(ledger_path, wait=0.3)
     held.release()
     LedgerLock.acquire(ledger_path).release()
 

@@ -12,6 +12,7 @@ States, reasons and outcomes are stored as small integers (see `sla.types`); the
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import urllib.parse
@@ -147,8 +148,9 @@ def _is_readonly_error(exc: BaseException) -> bool:
 class Ledger:
     """The ledger file. Opened for writing (the daemon, `ledger import`), it is created and
     migrated as needed; opened with `readonly=True` (report, export, evidence) it is only
-    read: SQLite's read-only mode, no migration, no pragma that writes, so a file the user
-    may only read works and a file that is not a ledger yet stays exactly as it was."""
+    read: query_only, no migration, no pragma that writes, SQLite's read-only mode where the
+    user may not write the file or its folder, so a file the user may only read works and a
+    file that is not a ledger yet stays exactly as it was."""
 
     def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -172,6 +174,8 @@ class Ledger:
             else:
                 self._connect()
         except sqlite3.DatabaseError as exc:
+            if readonly:
+                raise LedgerError(f"{self.path}: cannot read the ledger: {exc}") from None
             if _is_readonly_error(exc):
                 raise LedgerError(
                     f"{self.path}: the ledger's schema must be written, but the file (or its "
@@ -199,6 +203,21 @@ class Ledger:
             raise
 
     def _connect_readonly(self) -> sqlite3.Connection:
+        if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+            # A reader that may write the file opens it the way writers do, only with
+            # query_only: on close SQLite then removes the -wal/-shm files it created. A
+            # mode=ro connection leaves them behind, owned by this user (root, say), where
+            # the daemon's own user could not write them and so could not write the ledger.
+            db = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA query_only = ON")
+                self._check_version(db, readonly=True)
+            except BaseException:
+                db.close()
+                raise
+            return db
         uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro"
         db = sqlite3.connect(
             uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False

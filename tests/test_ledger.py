@@ -4,6 +4,7 @@ crash safety, and imports that change nothing unless all is well."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import sqlite3
@@ -253,6 +254,7 @@ def test_a_ledger_opened_read_only_reads_and_never_writes(tmp_path: Path) -> Non
         with pytest.raises(LedgerError, match="opened read-only"):
             reader.record_gap("a", [], M0 + 1, M0 + 5)
     assert file_digest(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["l.sqlite3"]  # no -wal/-shm left behind
     # a missing file is not created by a reader
     with pytest.raises(LedgerError, match="no ledger here"):
         Ledger(tmp_path / "absent.sqlite3", readonly=True)

@@ -373,6 +373,22 @@ class WebConfig(Strict):
         description="web config with TLS and basic auth (relative to this file); "
         "--web.config.file overrides it",
     )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="connections the web port keeps open at once (never more than a quarter "
+        "of the descriptor limit); past it the one waiting longest for its request makes "
+        "room, or the new one is refused with 503",
+    )
+    request_timeout: Duration = Field(
+        5.0,
+        ge=1.0,
+        le=60.0,
+        description="time a web connection has to send a complete request head (TLS "
+        "handshake included), from opening or from its previous response; then it is closed",
+    )
 
     @field_validator("listen_address")
     @classmethod

@@ -8,13 +8,12 @@ import logging
 import signal
 from pathlib import Path
 
-from aiohttp import web
-
 from .config import ConfigFile, load_config, parse_listen_address
 from .errors import UserError
 from .ledger import Ledger
 from .ledger_lock import LedgerLock
-from .logs import event
+from .listener import WebServer
+from .logs import event, flush_suppressed, loop_exception_handler
 from .scheduler import Prober
 from .web import make_app
 from .webconfig import WebSecurity, load_cert_chain, load_web_config
@@ -84,6 +83,9 @@ class Daemon:
             new.tls = old
 
     async def run(self) -> int:
+        # The loop's own errors (the accept loop out of descriptors, a task that died) as
+        # one rate-limited line each, not a traceback per occurrence.
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         config = await asyncio.to_thread(load_config, self.config_path)
         self.security = await asyncio.to_thread(load_web_config, self._web_config_path(config))
         address = self.listen_override or config.config.web.listen_address
@@ -103,15 +105,20 @@ class Daemon:
             self.reload if config.config.web.enable_lifecycle else None,
             lambda: self.security,
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=self.security.tls)
+        web_settings = config.config.web
+        server = WebServer(
+            app,
+            host,
+            port,
+            max_connections=web_settings.max_connections,
+            request_timeout=web_settings.request_timeout,
+            tls=self.security.tls,
+        )
         try:
-            await site.start()
+            await server.start()
         except OSError as exc:
             await prober.stop()
             ledger.close()
-            await runner.cleanup()
             raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         event(
             logging.INFO,
@@ -119,6 +126,7 @@ class Daemon:
             address=address,
             tls=self.security.tls is not None,
             basic_auth=self.security.auth_required,
+            max_connections=server.listener.max_connections,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -128,8 +136,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await prober.stop()
-        await runner.cleanup()
+        await server.stop()
         await asyncio.to_thread(ledger.close)
+        flush_suppressed()
         return 0
 
 

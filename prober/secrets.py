@@ -23,11 +23,15 @@ _known_lock = threading.Lock()
 # Derived values (tokens a login returns) rotate; the newest ones are enough to scrub.
 EPHEMERAL_KEPT = 256
 _pattern: re.Pattern[str] | None = None
+_pattern_stale = False  # rebuilt on the next redact(), not on every remember()
 
 # Values too short to scrub safely (they would mangle ordinary text); refused at load.
 MIN_SECRET_LENGTH = 4
 # Keys, tokens and certificates-as-secrets fit many times over; more is a wrong path.
 MAX_SECRET_FILE_BYTES = 64 << 10
+# Per load: far above any real config (thousands of targets with a password each).
+MAX_SECRET_REFERENCES = 10_000
+MAX_SECRET_BYTES = 4 << 20
 
 
 class SecretReferenceError(ValueError):
@@ -74,7 +78,7 @@ class Secret:
 def remember(value: str, *, ephemeral: bool = False) -> None:
     """Add a value to the set `redact()` scrubs. Ephemeral values (a derived token, a
     UserSig) are kept among the newest EPHEMERAL_KEPT; configured secrets for good."""
-    global _pattern
+    global _pattern_stale
     if len(value) < MIN_SECRET_LENGTH:
         return
     with _known_lock:
@@ -86,15 +90,26 @@ def remember(value: str, *, ephemeral: bool = False) -> None:
                 _ephemeral.popleft()
         else:
             _known.add(value)
-        ordered = sorted({*_known, *_ephemeral}, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        # Compiling here made a config with thousands of secrets quadratic (minutes).
+        _pattern_stale = True
+
+
+def _current_pattern() -> re.Pattern[str] | None:
+    global _pattern, _pattern_stale
+    if _pattern_stale:
+        with _known_lock:
+            if _pattern_stale:
+                ordered = sorted({*_known, *_ephemeral}, key=len, reverse=True)
+                _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+                _pattern_stale = False
+    return _pattern
 
 
 def redact(text: str) -> str:
-    pattern = _pattern
-    if pattern is None or not text:
+    if not text:
         return text
-    return pattern.sub(REDACTED, text)
+    pattern = _current_pattern()
+    return text if pattern is None else pattern.sub(REDACTED, text)
 
 
 def _read_secret_file(path: Path, name: str) -> bytes:
@@ -156,11 +171,40 @@ def resolve_references(
     location.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
+    # One read per distinct reference: a reference repeated (or aliased) a hundred thousand
+    # times is still one file read and one remembered value.
+    resolved: dict[tuple[str, Any], Secret | SecretReferenceError] = {}
+    read_bytes = 0
+
+    def resolve_one(node: dict[str, Any]) -> Secret:
+        nonlocal read_bytes
+        key = next(iter(node.items()))
+        if not isinstance(key[1], str):
+            return _resolve_one(node, base_dir, resolve)  # refused there, with its message
+        if key not in resolved:
+            if len(resolved) >= MAX_SECRET_REFERENCES:
+                raise SecretReferenceError(
+                    f"more than {MAX_SECRET_REFERENCES:,} different secret references"
+                )
+            try:
+                secret = _resolve_one(node, base_dir, resolve)
+                read_bytes += len(secret._value or "")
+                if read_bytes > MAX_SECRET_BYTES:
+                    raise SecretReferenceError(
+                        f"the secrets add up to more than {MAX_SECRET_BYTES >> 20} MiB"
+                    )
+                resolved[key] = secret
+            except SecretReferenceError as exc:
+                resolved[key] = exc
+        found = resolved[key]
+        if isinstance(found, SecretReferenceError):
+            raise found
+        return found
 
     def walk(node: Any, where: tuple[str | int, ...]) -> Any:
         if is_reference(node):
             try:
-                return _resolve_one(node, base_dir, resolve)
+                return resolve_one(node)
             except SecretReferenceError as exc:
                 problems.append((where, str(exc)))
                 return None

@@ -48,14 +48,16 @@ def with_secret(path: str) -> str:
     return GOOD.replace('command: ["true"]', f'command: ["true"], env: {{KEY: {{file: {path}}}}}')
 
 
-def check_config(config: Path) -> tuple[int, str, int]:
+def check_config(config: Path, env: dict[str, str] | None = None) -> tuple[int, str, int]:
     """Run `check-config` as a real process; returns its exit code, stderr and peak RSS (KiB).
     Killed (and the test failed) if it runs past WALL_LIMIT."""
-    err = config.parent / "stderr.txt"
+    err = Path(os.environ.get("TMPDIR", "/tmp")) if config.parent == Path("/dev") else config.parent
+    err = err / f"stderr-{os.getpid()}.txt"
     with err.open("wb") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prober", "check-config", "-c", str(config)],
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=handle,
         )
@@ -156,6 +158,41 @@ def test_a_secret_file_of_64_kib_is_still_read(tmp_path: Path) -> None:
     config.write_text(with_secret("key.txt"))
     code, err, _ = check_config(config)
     assert code == 0, err
+
+
+def test_thousands_of_distinct_secrets_load_in_linear_time(tmp_path: Path) -> None:
+    names = [f"IM_BOMB_SECRET_{i}" for i in range(3000)]
+    env = ", ".join(f"V{i}: {{env: {name}}}" for i, name in enumerate(names))
+    config = tmp_path / "config.yaml"
+    config.write_text(GOOD.replace('command: ["true"]', f'command: ["true"], env: {{{env}}}'))
+    code, err, _ = check_config(config, {name: f"value-of-{name}" for name in names})
+    assert code == 0, err
+
+
+def test_one_secret_referenced_through_aliases_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "key.txt").write_text("k" * (60 << 10))
+    refs = "[" + ", ".join(["*key"] * 20_000) + "]"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        GOOD.replace('command: ["true"]', 'command: ["true"], env: {KEY: &key {file: key.txt}}')
+        + f"x: {refs}\n"
+    )
+    code, err, rss = check_config(config)
+    assert code == 2 and f"{config}:8: x: unknown key" in err, err
+    assert rss < RSS_LIMIT_KB, f"peak RSS {rss} KiB"  # not 20,000 copies of 60 KiB
+
+
+def test_secret_files_adding_up_past_four_mib_are_refused(tmp_path: Path) -> None:
+    for i in range(70):
+        (tmp_path / f"key{i}.txt").write_text(f"{i:02d}" * (32 << 10))
+    env = ", ".join(f"K{i}: {{file: key{i}.txt}}" for i in range(70))
+    config = tmp_path / "config.yaml"
+    config.write_text(GOOD.replace('command: ["true"]', f'command: ["true"], env: {{{env}}}'))
+    code, err, _ = check_config(config)
+    # each reference past the budget is named; the first 64 fit (4 MiB)
+    assert code == 2 and err.startswith(f"im-prober: error: {config}:5: "), err
+    assert "targets[0].external.env.K64: the secrets add up to more than 4 MiB" in err
+    assert "K63" not in err and "Traceback" not in err
 
 
 BOMBS = {

@@ -34,7 +34,7 @@ from prober.webconfig import load_web_config
 
 from .certs import CA
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, next_minute, ping_target, safe_name, track, wait_until
+from .daemon_util import ROOT, Daemon, chat_target, next_minute, safe_name, track, wait_until
 
 GET = b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -424,12 +424,13 @@ def flood(tmp_path_factory):
     chat = ChatServer().start()
     name = safe_name([f"flooded-{i}" for i in range(50)], TIMEOUT)
     config = folder / "config.yaml"
-    # max_connections far above what 256 descriptors allow: the daemon must lower it.
+    # max_connections far above what 256 descriptors allow: the daemon must lower it. A
+    # new connection for every attempt: each one needs a descriptor while the flood is on.
     config.write_text(
         "ledger: {path: ledger.sqlite3}\nweb: {max_connections: 1000}\ntargets:\n"
-        + ping_target(name, chat.url, chat.password, TIMEOUT, sends=4)
+        + chat_target(name, chat.url, TIMEOUT, extra_http="      fresh_connection: true\n")
     )
-    daemon = LimitedDaemon(config, free_port()).start()
+    daemon = LimitedDaemon(config, free_port(), env={"CHAT_PASSWORD": chat.password}).start()
     assert daemon.proc is not None
     minute = next_minute()
     waves: list[dict] = []

@@ -11,7 +11,8 @@
 - a connection has `request_timeout` seconds to deliver a complete request head (TLS
   handshake included), counted from when it opened or from the end of its previous response;
   otherwise it is closed. A request being answered is never cut short: a long scrape of a
-  big /metrics takes as long as it takes, as long as its bytes keep moving;
+  big /metrics takes as long as it takes (once the response is handed to the transport, a
+  client that reads none of what is left for `request_timeout` is dropped);
 - accepting that fails for lack of descriptors or memory pauses for a second and says so in
   one line (asyncio's own accept loop logs the error in a tight loop instead).
 
@@ -113,10 +114,8 @@ class _Connection(asyncio.Protocol):
             self._arm()
             return
         # Nothing sent in time, half a request, or a response the client stopped reading.
-        if unsent:
-            self.transport.abort()
-        else:
-            self.transport.close()
+        # abort, not close: a TLS close would wait up to 30 s for the peer's close_notify.
+        self.transport.abort()
 
     def request_started(self) -> None:
         self.busy += 1
@@ -377,8 +376,11 @@ class Listener:
         connection.request_started()
         try:
             response = await handler(request)
-            await response.prepare(request)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client left; aiohttp finds out again when it finishes, quietly
             return response
         finally:
             connection.request_ended()

@@ -166,6 +166,23 @@ def test_a_long_response_to_a_slow_reader_is_not_cut_short() -> None:
     asyncio.run(scenario())
 
 
+def test_a_client_leaving_mid_response_is_not_an_error(caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        async with serving() as (server, port):
+            for _ in range(3):
+                reader, writer = await connect(port)
+                writer.write(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                await reader.read(1000)
+                writer.transport.abort()
+            await asyncio.sleep(0.5)
+            assert server.listener.open_connections == 0
+
+    asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_past_max_connections_the_longest_waiting_one_makes_room() -> None:
     async def scenario() -> None:
         # A long request_timeout: whatever closes here closes to make room.

@@ -168,11 +168,13 @@ class Ledger:
                 )
         self._lock = threading.RLock()
         self._reconnect = False  # set when SQLite refused a write: reopen before the next one
+        self._series: dict[tuple[str, str], int] = {}
         try:
             if readonly:
                 self._db = self._connect_readonly()
             else:
                 self._connect()
+            self._load_series()
         except sqlite3.DatabaseError as exc:
             if readonly:
                 raise LedgerError(f"{self.path}: cannot read the ledger: {exc}") from None
@@ -182,8 +184,6 @@ class Ledger:
                     "folder) is read-only"
                 ) from None
             raise LedgerError(f"{self.path}: cannot use the ledger: {exc}") from None
-        self._series: dict[tuple[str, str], int] = {}
-        self._load_series()
 
     def _load_series(self) -> None:
         self._series = {

@@ -148,17 +148,13 @@ class _RowChecker:
 def _open_text(path: Path) -> TextIO:
     """The file as a text stream, gunzipped on the fly when it is gzip."""
     try:
-        handle = path.open("rb")
+        with path.open("rb") as probe:
+            magic = probe.read(2)
+        # Returned open: the caller's `with` on the text stream closes it.
+        raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")  # noqa: SIM115
     except OSError as exc:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        magic = handle.read(2)
-        handle.seek(0)
-    except OSError as exc:
-        handle.close()
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    raw = gzip.GzipFile(fileobj=handle, mode="rb") if magic == b"\x1f\x8b" else handle
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
 def _lines(path: Path, text: TextIO) -> Iterator[tuple[int, str]]:

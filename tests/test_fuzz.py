@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prober.adapters import ProbeContext
@@ -214,6 +214,10 @@ json_docs = st.recursive(
     ),
     max_leaves=20,
 )
+# Tokens go back in a header: ones aiohttp refuses to write there are drawn often, not by luck.
+token_leaf = st.one_of(
+    json_leaf, st.sampled_from(["syt_\r\nX-Injected: 1", "syt_\x00", "syt_\x7f", "syt_\ud800"])
+)
 plausible = st.fixed_dictionaries(
     {
         "ActionStatus": st.sampled_from(["OK", "FAIL", "", None]),
@@ -222,10 +226,10 @@ plausible = st.fixed_dictionaries(
     optional={
         "ResultItem": json_docs,
         "ErrorInfo": json_leaf,
-        "access_token": json_leaf,
+        "access_token": token_leaf,
         "event_id": json_leaf,
         "errcode": st.sampled_from(["M_FORBIDDEN", "M_LIMIT_EXCEEDED", "M_UNKNOWN_TOKEN", ""]),
-        "token": json_leaf,
+        "token": token_leaf,
         "ok": json_leaf,
         "room_id": json_leaf,
     },
@@ -237,6 +241,7 @@ bodies = st.one_of(
     st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
     st.just(b""),
 )
+UNSENDABLE_TOKENS = json.dumps({"access_token": "syt_\r\nX: 1", "token": "syt_\x00"}).encode()
 responses = st.tuples(
     st.sampled_from([200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 429, 500, 502, 503]),
     st.sampled_from(["application/json", "text/plain", "application/json; charset=latin-1", ""]),
@@ -320,6 +325,7 @@ def adapters(port: int) -> dict[str, Any]:
                     "send_c2c": [
                         {
                             "url": "/send",
+                            "headers": {"Authorization": "Bearer {token}"},
                             "expect_json": {"ok": True, "items[0].id": 1},
                             "extract": {"id": "items[1].id"},
                         }
@@ -386,6 +392,10 @@ PROBES = {
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(response=responses, probe_index=st.integers(0, 2))
+# run first, in this order: a login answered with a token that cannot go in a header, then a
+# send, which would carry it (the adapter keeps its token from one example to the next)
+@example(response=(200, "application/json", UNSENDABLE_TOKENS), probe_index=0)
+@example(response=(200, "application/json", b'{"ok": true}'), probe_index=1)
 def test_adapters_turn_any_response_into_a_result(
     kind: str, response, probe_index: int, fuzz_server, client_loop, fuzz_adapters
 ) -> None:

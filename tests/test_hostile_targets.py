@@ -5,13 +5,19 @@ target's attempts are not disturbed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 
-from prober.adapters import ProbeContext
+from prober.adapters import ProbeContext, Result
+from prober.adapters.base import Adapter
 from prober.adapters.http import HttpAdapter, HttpSection
+from prober.adapters.matrix import MatrixAdapter, MatrixSection
+from prober.secrets import Secret
 from prober.sla import Outcome
 
 from .hostile import HostileServer
@@ -135,3 +141,115 @@ def test_tls_failures_name_the_reason(hostile: HostileServer) -> None:
     assert (
         "unable to get local issuer" in details["unknown_ca"] or "verify" in details["unknown_ca"]
     )
+
+
+# -- a value from a response that cannot go back in a header ------------------------------
+
+UNSENDABLE_TOKENS = ["syt_\x01token", "syt_token\r\nX-Injected: 1", "syt_\x7f", "syt_\ud800"]
+
+
+@contextlib.asynccontextmanager
+async def token_server(token: str) -> AsyncIterator[tuple[str, list[str]]]:
+    """Answers a Matrix login and the http kind's login with `token`; every request that
+    reaches it after that is recorded (none should: the token must not be sent)."""
+    seen: list[str] = []
+
+    async def matrix_login(request: web.Request) -> web.Response:
+        return web.json_response({"access_token": token, "user_id": "@probe:localhost"})
+
+    async def http_login(request: web.Request) -> web.Response:
+        return web.json_response({"token": token})
+
+    async def anything(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({"event_id": "$e", "ok": True})
+
+    app = web.Application()
+    app.router.add_post("/_matrix/client/v3/login", matrix_login)
+    app.router.add_post("/login", http_login)
+    app.router.add_route("*", "/{tail:.*}", anything)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def one_attempt(adapter: Adapter, probe: str) -> Result:
+    context = ProbeContext(adapter.target, probe, TIMEOUT, time.time(), "a1")
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            return (await adapter.attempt(context)).cleaned()
+    finally:
+        await adapter.aclose()
+
+
+@pytest.mark.parametrize("token", UNSENDABLE_TOKENS)
+def test_a_matrix_access_token_with_a_control_character_is_the_providers_bad_response(
+    token: str,
+) -> None:
+    async def main() -> tuple[Result, list[str]]:
+        async with token_server(token) as (url, seen):
+            section = MatrixSection.model_validate(
+                {
+                    "homeserver": url,
+                    "user": "@probe:localhost",
+                    "password": Secret("probe-password", "env:MATRIX_PASSWORD"),
+                    "direct_room": "!room:localhost",
+                }
+            )
+            return await one_attempt(MatrixAdapter("mx", section, TIMEOUT), "send_c2c"), seen
+
+    result, seen = asyncio.run(main())
+    assert (result.outcome, result.error_kind) == (Outcome.FAILURE, "bad_response"), result
+    assert "access_token" in result.detail
+    assert seen == []  # the send was never made with that token
+
+
+def http_token_adapter(url: str, header: str = "Bearer {token}") -> HttpAdapter:
+    section = HttpSection.model_validate(
+        {
+            "base_url": url,
+            "probes": {
+                "login": [
+                    {
+                        "method": "POST",
+                        "url": "/login",
+                        "extract": {"token": {"path": "token", "secret": True}},
+                    },
+                    {"url": "/send", "headers": {"Authorization": header}},
+                ]
+            },
+        }
+    )
+    return HttpAdapter("h", section, TIMEOUT)
+
+
+@pytest.mark.parametrize("token", UNSENDABLE_TOKENS)
+def test_an_extracted_value_with_a_control_character_in_a_header_is_the_providers_bad_response(
+    token: str,
+) -> None:
+    async def main() -> tuple[Result, list[str]]:
+        async with token_server(token) as (url, seen):
+            return await one_attempt(http_token_adapter(url), "login"), seen
+
+    result, seen = asyncio.run(main())
+    assert (result.outcome, result.error_kind) == (Outcome.FAILURE, "bad_response"), result
+    assert "the extracted token" in result.detail and "Authorization" in result.detail
+    assert token not in result.detail
+    assert seen == []
+
+
+def test_a_configured_header_with_a_control_character_is_a_config_error() -> None:
+    async def main() -> tuple[Result, list[str]]:
+        async with token_server("syt_fine") as (url, seen):
+            adapter = http_token_adapter(url, header="Bearer {token}\n")
+            return await one_attempt(adapter, "login"), seen
+
+    result, seen = asyncio.run(main())
+    assert (result.outcome, result.error_kind) == (Outcome.CLIENT_ERROR, "config"), result
+    assert seen == []

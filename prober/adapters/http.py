@@ -21,8 +21,23 @@ from ..fields import SecretRef
 from ..secrets import Secret
 from ..sla import Outcome
 from . import base
-from .templates import MISSING, TemplateError, builtins, lookup, parse_path, render, render_text
-from .transport import LazySession, read_bounded, status_result, transport_failure
+from .templates import (
+    MISSING,
+    TemplateError,
+    builtins,
+    lookup,
+    parse_path,
+    placeholders,
+    render,
+    render_text,
+)
+from .transport import (
+    LazySession,
+    read_bounded,
+    sendable_in_header,
+    status_result,
+    transport_failure,
+)
 
 Scalar = str | int | float | bool
 
@@ -117,6 +132,12 @@ class Request:
     content: bytes | None
 
 
+class _UnsendableHeader(Exception):
+    def __init__(self, name: str, template: Secret | str) -> None:
+        self.name = name
+        self.template = template
+
+
 def _path_only(url: str) -> str:
     # Details never carry a query string: tokens and signatures travel there.
     parts = urlsplit(url)
@@ -185,6 +206,8 @@ class HttpAdapter(base.Adapter):
                 request = self._request(step, values)
             except TemplateError as exc:
                 return base.client_error(base.CONFIG, f"{label}: {exc}"), exc.missing
+            except _UnsendableHeader as exc:
+                return self._unsendable(exc.name, exc.template, label), False
             result, document, status = await self._exchange(request, step, label)
             if result is not None:
                 return result, result.error_kind == base.AUTH
@@ -207,9 +230,11 @@ class HttpAdapter(base.Adapter):
             url = self.config.base_url.rstrip("/") + "/" + url.lstrip("/")
         if urlsplit(url).scheme not in ("http", "https"):
             raise TemplateError(f"bad URL {_path_only(url)!r}: not http(s)")
-        headers = {
-            k: str(render(v, values)) for k, v in {**self.config.headers, **step.headers}.items()
-        }
+        templates = {**self.config.headers, **step.headers}
+        headers = {k: str(render(v, values)) for k, v in templates.items()}
+        for name, value in headers.items():
+            if not sendable_in_header(value):
+                raise _UnsendableHeader(name, templates[name])
         headers.setdefault("User-Agent", "im-prober")
         content: bytes | None = None
         if step.json_body is not None:
@@ -218,6 +243,21 @@ class HttpAdapter(base.Adapter):
         elif step.body is not None:
             content = render_text(step.body, values).encode()
         return Request(step.method, url, headers, content)
+
+    def _unsendable(self, name: str, template: Secret | str, label: str) -> base.Result:
+        """A header value with a control character: the provider's bad response when a value
+        extracted from one of its answers put it there, else the config's."""
+        carried = placeholders(template) if isinstance(template, str) else []
+        for used in carried:
+            value = self.carried.get(used)
+            if isinstance(value, Secret):
+                value = value.reveal()
+            if used in self.carried and not sendable_in_header(str(value)):
+                return base.failure(
+                    base.BAD_RESPONSE,
+                    f"{label}: the extracted {used} has a control character (header {name})",
+                )
+        return base.client_error(base.CONFIG, f"{label}: header {name} has a control character")
 
     async def _exchange(
         self, request: Request, step: Step, label: str

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from ..fields import SecretRef
 from ..secrets import Secret
 from . import base
-from .transport import LazySession, read_bounded, transport_failure
+from .transport import LazySession, read_bounded, sendable_in_header, transport_failure
 
 MAX_BODY = 1 << 20
 POLL_SECONDS = 0.1
@@ -210,6 +210,10 @@ class MatrixAdapter(base.Adapter):
         token = document.get("access_token")
         if not isinstance(token, str) or not token:
             raise _MatrixError(base.failure(base.BAD_RESPONSE, "login: no access_token"))
+        if not sendable_in_header(token):  # it goes back in the Authorization header
+            raise _MatrixError(
+                base.failure(base.BAD_RESPONSE, "login: access_token has a control character")
+            )
         account.token = Secret(token, "matrix:access_token", ephemeral=True)
 
     async def _authed(self, account: _Account, method: str, path: str, body: Any, what: str):

@@ -63,6 +63,11 @@ def _value(name: str, values: Mapping[str, Any]) -> Any:
     return value.reveal() if isinstance(value, Secret) else value
 
 
+def placeholders(text: str) -> list[str]:
+    """The names a template refers to."""
+    return [name for name in _PLACEHOLDER.findall(text) if name]
+
+
 def render_text(text: str, values: Mapping[str, Any]) -> str:
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import re
 import ssl
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,15 @@ from .base import local_resource_error
 
 # Connections idle for less than this are reused: probes come every few seconds to a minute.
 KEEPALIVE_SECONDS = 90.0
+
+# What aiohttp refuses to write into a header (RFC 9110 5.5: control characters but tab),
+# with a ValueError that is no transport error; and lone surrogates, which no encoding holds.
+_UNSENDABLE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
+def sendable_in_header(value: str) -> bool:
+    """Whether `value` can go into a request header as it is."""
+    return _UNSENDABLE_IN_HEADER.search(value) is None
 
 
 @lru_cache(maxsize=8)

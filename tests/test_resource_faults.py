@@ -3,9 +3,14 @@ fault, never the provider's: every kind's real attempt, the network check, and t
 and probe-once's catch-all record `prober_fault`/`local_resources` for it, while a refused
 connection is still the provider's `failure`.
 
-The exhaustion is real: the soft descriptor limit of this process is lowered to just above
-what is open and the rest are taken (then both undone), ephemeral ports are used up in a
-network namespace of their own, and memory runs out on an allocation the machine cannot make.
+The exhaustion is real: the soft descriptor limit is lowered to just above what is open and
+the rest are taken (then both undone), ephemeral ports are used up in a network namespace of
+their own, and memory runs out on an allocation the machine cannot make.
+
+Descriptors run out in a spawned child process that runs nothing but the test's body
+(tests/child_process.py): in the pytest process the servers' threads keep closing and
+accepting sockets, which would free a descriptor for the "starved" attempt or make a server's
+accept fail. The servers stay here; the child talks to them over loopback.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +52,7 @@ from prober.sla import Outcome, Reason, State
 from prober.tencent_setup import setup
 
 from .chat_app import ChatServer, free_port
+from .child_process import Isolated, isolated
 from .tencent_emulator import TencentEmulator
 from .test_prober_runtime import FakeClock
 
@@ -58,6 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 @contextlib.contextmanager
 def descriptors_used_up() -> Iterator[None]:
     """While inside, this process cannot open one more descriptor (EMFILE), for real."""
+    assert isolated(), "only in the isolated child: elsewhere other threads free descriptors"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(name) for name in os.listdir("/proc/self/fd"))
     limit = highest + 1 + SPARE
@@ -80,13 +87,26 @@ def descriptors_used_up() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture(autouse=True)
-def descriptor_limit_restored() -> Iterator[None]:
+def _limit_kept(body: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    yield
-    after = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, before)
-    assert after == before
+    try:
+        return body(*args)
+    finally:
+        after = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+        assert after == before
+
+
+@pytest.fixture(scope="module")
+def child() -> Iterator[Isolated]:
+    isolated_child = Isolated()
+    yield isolated_child
+    isolated_child.close()
+
+
+def starved(child: Isolated, body: Callable[..., Any], *args: Any) -> Any:
+    """`body(*args)` in the isolated child, its descriptor limit checked as restored after."""
+    return child.run(_limit_kept, body, args)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +119,7 @@ def chat() -> Iterator[ChatServer]:
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[TencentEmulator]:
     server = TencentEmulator().start()
-    setup("tc", tencent_section(server))  # the probe accounts, so a healthy login succeeds
+    setup("tc", tencent_section(where(server)))  # the probe accounts, so a healthy login succeeds
     yield server
     server.stop()
 
@@ -145,12 +165,18 @@ def matrix_adapter(homeserver: str) -> MatrixAdapter:
     return MatrixAdapter("mx", section, TIMEOUT)
 
 
-def tencent_section(emulator: TencentEmulator, **extra: Any) -> TencentSection:
+def where(emulator: TencentEmulator) -> tuple[int, str, str]:
+    """What a section needs of the emulator, plain enough to hand to the child."""
+    return emulator.sdkappid, emulator.key, emulator.domain
+
+
+def tencent_section(at: tuple[int, str, str], **extra: Any) -> TencentSection:
+    sdkappid, key, domain = at
     return TencentSection.model_validate(
         {
-            "sdkappid": emulator.sdkappid,
-            "secret_key": Secret(emulator.key, "env:TENCENT_KEY"),
-            "domain": emulator.domain,
+            "sdkappid": sdkappid,
+            "secret_key": Secret(key, "env:TENCENT_KEY"),
+            "domain": domain,
             "scheme": "http",
             "group_id": "im-prober-group",
             **extra,
@@ -186,41 +212,58 @@ async def homeserver(port: int):
 # -- every kind's transport ------------------------------------------------------------
 
 
-def test_an_http_attempt_with_no_free_descriptor_is_the_probers_fault(chat: ChatServer) -> None:
-    starved, healthy = asyncio.run(starved_then_healthy(http_adapter(chat.url), "ping"))
-    assert_prober_fault(starved)
-    assert "Too many open files" in starved.detail
+def _http_starved(url: str) -> tuple[Result, Result]:
+    return asyncio.run(starved_then_healthy(http_adapter(url), "ping"))
+
+
+def test_an_http_attempt_with_no_free_descriptor_is_the_probers_fault(
+    child: Isolated, chat: ChatServer
+) -> None:
+    without, healthy = starved(child, _http_starved, chat.url)
+    assert_prober_fault(without)
+    assert "Too many open files" in without.detail
     assert healthy.outcome is Outcome.SUCCESS
 
 
-def test_a_matrix_login_with_no_free_descriptor_is_the_probers_fault() -> None:
+def _matrix_starved() -> tuple[Result, Result]:
     async def main() -> tuple[Result, Result]:
         async with homeserver(free_port()) as url:
             return await starved_then_healthy(matrix_adapter(url), "login")
 
-    starved, healthy = asyncio.run(main())
-    assert_prober_fault(starved)
+    return asyncio.run(main())
+
+
+def test_a_matrix_login_with_no_free_descriptor_is_the_probers_fault(child: Isolated) -> None:
+    without, healthy = starved(child, _matrix_starved)
+    assert_prober_fault(without)
     assert healthy.outcome is Outcome.SUCCESS
+
+
+def _tencent_starved(at: tuple[int, str, str]) -> tuple[Result, Result]:
+    adapter = TencentImAdapter("tc", tencent_section(at), TIMEOUT)
+    return asyncio.run(starved_then_healthy(adapter, "login"))
 
 
 def test_a_tencent_call_with_no_free_descriptor_is_the_probers_fault(
-    emulator: TencentEmulator,
+    child: Isolated, emulator: TencentEmulator
 ) -> None:
     emulator.set_fault()
-    adapter = TencentImAdapter("tc", tencent_section(emulator), TIMEOUT)
-    starved, healthy = asyncio.run(starved_then_healthy(adapter, "login"))
-    assert_prober_fault(starved)
+    without, healthy = starved(child, _tencent_starved, where(emulator))
+    assert_prober_fault(without)
     assert healthy.outcome is Outcome.SUCCESS
 
 
-def test_an_external_command_that_cannot_be_spawned_for_lack_of_descriptors_is_the_probers_fault(
-    tmp_path: Path,
-) -> None:
+def _external_starved() -> tuple[Result, Result]:
     section = ExternalSection.model_validate({"command": [sys.executable, "-c", "pass"]})
-    adapter = ExternalAdapter("ext", section, TIMEOUT)
-    starved, healthy = asyncio.run(starved_then_healthy(adapter, "login"))
-    assert_prober_fault(starved)
-    assert starved.detail.startswith(f"cannot start {sys.executable}")
+    return asyncio.run(starved_then_healthy(ExternalAdapter("ext", section, TIMEOUT), "login"))
+
+
+def test_an_external_command_that_cannot_be_spawned_for_lack_of_descriptors_is_the_probers_fault(
+    child: Isolated,
+) -> None:
+    without, healthy = starved(child, _external_starved)
+    assert_prober_fault(without)
+    assert without.detail.startswith(f"cannot start {sys.executable}")
     assert healthy.outcome is Outcome.SUCCESS
 
 
@@ -238,7 +281,9 @@ def test_a_refused_connection_is_still_the_providers_failure(kind: str, emulator
         "matrix": lambda: (matrix_adapter(closed), "login"),
         "tencent_im": lambda: (
             TencentImAdapter(
-                "tc", tencent_section(emulator, domain=closed.removeprefix("http://")), TIMEOUT
+                "tc",
+                tencent_section(where(emulator), domain=closed.removeprefix("http://")),
+                TIMEOUT,
             ),
             "login",
         ),
@@ -323,11 +368,9 @@ def network_check(url: str) -> NetworkCheck:
     return NetworkCheck(NetworkCheckConfig(urls=[url], timeout=TIMEOUT))
 
 
-def test_a_network_round_that_could_not_open_a_socket_is_not_network_down(
-    chat: ChatServer,
-) -> None:
+def _round_untried(url: str) -> tuple[bool | None, bool, bool]:
     async def main() -> tuple[bool | None, bool, bool]:
-        check = network_check(chat.url + "/ping")
+        check = network_check(url)
         try:
             with descriptors_used_up():
                 untried = await check.network_down()
@@ -337,10 +380,16 @@ def test_a_network_round_that_could_not_open_a_socket_is_not_network_down(
             await check.aclose()
         return untried, counted, after
 
-    assert asyncio.run(main()) == (None, False, False)
+    return asyncio.run(main())
 
 
-def test_an_untried_network_round_repeats_the_last_round_that_was_observed() -> None:
+def test_a_network_round_that_could_not_open_a_socket_is_not_network_down(
+    child: Isolated, chat: ChatServer
+) -> None:
+    assert starved(child, _round_untried, chat.url + "/ping") == (None, False, False)
+
+
+def _round_untried_after_observed() -> tuple[bool, bool | None, bool]:
     async def main() -> tuple[bool, bool | None, bool]:
         check = network_check(f"http://127.0.0.1:{free_port()}/")  # really unreachable
         try:
@@ -352,7 +401,13 @@ def test_an_untried_network_round_repeats_the_last_round_that_was_observed() -> 
             await check.aclose()
         return observed, untried, counted
 
-    assert asyncio.run(main()) == (True, None, True)
+    return asyncio.run(main())
+
+
+def test_an_untried_network_round_repeats_the_last_round_that_was_observed(
+    child: Isolated,
+) -> None:
+    assert starved(child, _round_untried_after_observed) == (True, None, True)
 
 
 # -- the runtime: what the minute becomes ----------------------------------------------
@@ -361,10 +416,10 @@ BASE = 29_930_000 * 60  # a whole minute, as epoch seconds
 
 
 async def started_prober(
-    tmp_path: Path, chat: ChatServer, *, network: bool
+    tmp_path: Path, chat_url: str, *, network: bool
 ) -> tuple[Prober, FakeClock, Ledger]:
     closed = free_port()
-    check = f"network_check: {{urls: ['{chat.url}/ping'], timeout: 1s}}" if network else ""
+    check = f"network_check: {{urls: ['{chat_url}/ping'], timeout: 1s}}" if network else ""
     text = textwrap.dedent(f"""\
         ledger: {{path: ledger.sqlite3}}
         {check}
@@ -373,7 +428,7 @@ async def started_prober(
             kind: http
             http:
               probes:
-                login: [{{url: "{chat.url}/ping"}}]
+                login: [{{url: "{chat_url}/ping"}}]
                 send_c2c: [{{url: "http://127.0.0.1:{closed}/"}}]
             probes:
               login: {{attempts_per_minute: 1, timeout: 1s}}
@@ -407,11 +462,9 @@ async def close_minute(prober: Prober, clock: FakeClock, ledger: Ledger, minute:
     return (row.state, row.reason), kinds
 
 
-def test_a_healthy_service_is_not_an_apparent_failure_when_the_prober_has_no_descriptors(
-    tmp_path: Path, chat: ChatServer
-) -> None:
+def _minute_with_login_starved(tmp_path: Path, chat_url: str):
     async def main():
-        prober, clock, ledger = await started_prober(tmp_path, chat, network=False)
+        prober, clock, ledger = await started_prober(tmp_path, chat_url, network=False)
         try:
             with descriptors_used_up():
                 await run_attempt(prober, clock, "login")
@@ -419,16 +472,20 @@ def test_a_healthy_service_is_not_an_apparent_failure_when_the_prober_has_no_des
         finally:
             await prober.stop()
 
-    verdict, kinds = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_healthy_service_is_not_an_apparent_failure_when_the_prober_has_no_descriptors(
+    child: Isolated, tmp_path: Path, chat: ChatServer
+) -> None:
+    verdict, kinds = starved(child, _minute_with_login_starved, tmp_path, chat.url)
     assert verdict == (State.NO_DATA, Reason.PROBER_NETWORK)  # never apparent_failure
     assert kinds == {"login": (Outcome.PROBER_FAULT, LOCAL_RESOURCES)}
 
 
-def test_a_real_failure_beside_a_starved_attempt_and_network_round_still_counts(
-    tmp_path: Path, chat: ChatServer
-) -> None:
+def _minute_with_a_refusal_beside_starved_ones(tmp_path: Path, chat_url: str):
     async def main():
-        prober, clock, ledger = await started_prober(tmp_path, chat, network=True)
+        prober, clock, ledger = await started_prober(tmp_path, chat_url, network=True)
         try:
             with descriptors_used_up():
                 assert prober.netcheck is not None
@@ -439,7 +496,13 @@ def test_a_real_failure_beside_a_starved_attempt_and_network_round_still_counts(
         finally:
             await prober.stop()
 
-    verdict, kinds = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_real_failure_beside_a_starved_attempt_and_network_round_still_counts(
+    child: Isolated, tmp_path: Path, chat: ChatServer
+) -> None:
+    verdict, kinds = starved(child, _minute_with_a_refusal_beside_starved_ones, tmp_path, chat.url)
     # the untried round is no evidence the network was down: the refusal counts (rule 3)
     assert verdict == (State.APPARENT_FAILURE, Reason.NONE)
     assert kinds == {
@@ -476,12 +539,9 @@ class Starving(Adapter):
 ESCAPES = [("descriptors", LOCAL_RESOURCES), ("memory", LOCAL_RESOURCES), ("bug", INTERNAL)]
 
 
-@pytest.mark.parametrize(("what", "kind"), ESCAPES)
-def test_the_runtime_names_what_ran_out_when_it_escapes_an_adapter(
-    what: str, kind: str, tmp_path: Path, chat: ChatServer
-) -> None:
+def _runtime_records(what: str, tmp_path: Path, chat_url: str) -> tuple[Outcome, str]:
     async def main():
-        prober, clock, _ = await started_prober(tmp_path, chat, network=False)
+        prober, clock, _ = await started_prober(tmp_path, chat_url, network=False)
         try:
             planned = Planned(clock.now, "t", "login", 1.0, 60.0)
             prober.book.started(planned.minute)
@@ -491,15 +551,27 @@ def test_the_runtime_names_what_ran_out_when_it_escapes_an_adapter(
             await prober.stop()
 
     [recorded] = asyncio.run(main())
-    assert (recorded.outcome, recorded.error_kind) == (Outcome.PROBER_FAULT, kind)
+    return recorded.outcome, recorded.error_kind
+
+
+@pytest.mark.parametrize(("what", "kind"), ESCAPES)
+def test_the_runtime_names_what_ran_out_when_it_escapes_an_adapter(
+    what: str, kind: str, child: Isolated, tmp_path: Path, chat: ChatServer
+) -> None:
+    recorded = starved(child, _runtime_records, what, tmp_path, chat.url)
+    assert recorded == (Outcome.PROBER_FAULT, kind)
+
+
+def _probe_once_shows(what: str) -> tuple[Outcome, str]:
+    row = asyncio.run(_one(Starving(what), "t", "login", TIMEOUT))
+    return row.result.outcome, row.result.error_kind
 
 
 @pytest.mark.parametrize(("what", "kind"), ESCAPES)
 def test_probe_once_shows_the_same_as_the_runtime_when_it_escapes_an_adapter(
-    what: str, kind: str
+    what: str, kind: str, child: Isolated
 ) -> None:
-    row = asyncio.run(_one(Starving(what), "t", "login", TIMEOUT))
-    assert (row.result.outcome, row.result.error_kind) == (Outcome.PROBER_FAULT, kind)
+    assert starved(child, _probe_once_shows, what) == (Outcome.PROBER_FAULT, kind)
 
 
 def _raised_from(exc: BaseException, cause: BaseException) -> BaseException:

@@ -26,10 +26,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from prober import sla
-from prober.ledger import TARGET_LEVEL
-from prober.metrics import DURATION_BUCKETS, Exposition, Process, TargetInfo
+from prober.expose.metrics import DURATION_BUCKETS, Exposition, Process, TargetInfo
+from prober.ledger.store import TARGET_LEVEL
+from prober.ledger.view import WINDOWS, LedgerView
 from prober.sla import Outcome, State
-from prober.view import WINDOWS, LedgerView
 
 PROBES = ("login", "send_c2c", "send_group")
 NOW = 29_500_000 * 60.0

@@ -20,11 +20,12 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from prober.config import SLAConfig, TargetConfig
-from prober.ledger import Ledger
-from prober.report import build_report
+from prober.config.models import SLAConfig, TargetConfig
+from prober.ledger.codes import REASON_CODES, STATE_CODES
+from prober.ledger.store import Ledger
+from prober.reports.report import build_report
 from prober.sla import ServiceCalendar
-from prober.sla.types import REASON_CODES, STATE_CODES, Reason, State
+from prober.sla.types import Reason, State
 
 ANCHOR = date(2025, 1, 1)
 

@@ -18,9 +18,9 @@ import httpx
 
 from prober.adapters import ProbeContext
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
+from prober.config.secrets import Secret
 from prober.demo.homeserver import Homeserver
-from prober.matrix_setup import provision
-from prober.secrets import Secret
+from prober.setup.matrix import provision
 from prober.sla import Outcome
 
 PASSWORD = "bench-password-1"

@@ -14,12 +14,12 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import ConfigFile, json_schema, load_config
+from .config.models import ConfigFile, json_schema, load_config
+from .config.secrets import redact
 from .errors import UserError
-from .ledger import ImportConflict, Ledger
-from .minute_csv import parse_instant, read_rows, write_rows
-from .report import RENDERERS, Report, build_report
-from .secrets import redact
+from .ledger.minute_csv import parse_instant, read_rows, write_rows
+from .ledger.store import ImportConflict, Ledger
+from .reports.report import RENDERERS, Report, build_report
 from .sla import ServiceMonth
 
 EXIT_USAGE = 2
@@ -61,7 +61,7 @@ def _read_ledger(config: ConfigFile) -> Ledger:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .webconfig import load_web_config
+    from .expose.webconfig import load_web_config
 
     config = load_config(args.config, resolve_secrets=not args.skip_secrets)
     checked = "secret references not read" if args.skip_secrets else "secrets resolved"
@@ -101,7 +101,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from .evidence import write_evidence
+    from .reports.evidence import write_evidence
 
     config = load_config(args.config, resolve_secrets=False)
     compute = _report_for(args, config)
@@ -153,7 +153,7 @@ def cmd_ledger_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_migrate(args: argparse.Namespace) -> int:
-    from .ledger import SCHEMA_VERSION
+    from .ledger.store import SCHEMA_VERSION
 
     config = load_config(args.config, resolve_secrets=False)
     # Opening for writing upgrades an older schema in one transaction (and refuses files
@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_hash_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from .webconfig import hash_password
+    from .expose.webconfig import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
@@ -193,7 +193,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def cmd_probe_once(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .probe_once import all_succeeded, probe_all, render
+    from .runtime.probe_once import all_succeeded, probe_all, render
 
     config = load_config(args.config)
     targets = [config.config.target(args.target)] if args.target else list(config.config.targets)
@@ -212,7 +212,7 @@ def _env_secret(name: str | None, flag: str) -> str | None:
 
 
 def cmd_matrix_setup(args: argparse.Namespace) -> int:
-    from .matrix_setup import provision, snippet
+    from .setup.matrix import provision, snippet
 
     shared = _env_secret(args.shared_secret_env, "--shared-secret-env")
     admin = _env_secret(args.admin_token_env, "--admin-token-env")
@@ -238,8 +238,8 @@ def cmd_matrix_setup(args: argparse.Namespace) -> int:
 
 def cmd_xmpp_setup(args: argparse.Namespace) -> int:
     from .adapters.xmpp import XmppSection
-    from .secrets import Secret
-    from .xmpp_setup import provision, snippet
+    from .config.secrets import Secret
+    from .setup.xmpp import provision, snippet
 
     password = _env_secret(args.password_env, "--password-env")
     peer_password = _env_secret(args.peer_password_env, "--peer-password-env")
@@ -282,7 +282,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_tencent_setup(args: argparse.Namespace) -> int:
     from .adapters.tencent_im import TencentSection
-    from .tencent_setup import setup
+    from .setup.tencent import setup
 
     config = load_config(args.config)
     target = config.config.target(args.target)

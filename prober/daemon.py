@@ -8,15 +8,15 @@ import logging
 import signal
 from pathlib import Path
 
-from .config import ConfigFile, load_config, parse_listen_address
+from .config.models import ConfigFile, load_config, parse_listen_address
 from .errors import UserError
-from .ledger import Ledger
-from .ledger_lock import LedgerLock
-from .listener import WebServer
+from .expose.listener import WebServer
+from .expose.web import make_app
+from .expose.webconfig import WebSecurity, load_cert_chain, load_web_config
+from .ledger.lock import LedgerLock
+from .ledger.store import Ledger
 from .logs import event, flush_suppressed, loop_exception_handler
-from .scheduler import Prober
-from .web import make_app
-from .webconfig import WebSecurity, load_cert_chain, load_web_config
+from .runtime.clockwork import Prober
 
 
 class Daemon:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .secrets import redact
+from .config.secrets import redact
 
 LOGGER_NAME = "im_prober"
 log = logging.getLogger(LOGGER_NAME)

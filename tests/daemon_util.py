@@ -15,7 +15,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from prober.plan import offsets
+from prober.runtime.plan import offsets
 
 ROOT = Path(__file__).resolve().parents[1]
 _started: list[subprocess.Popen[bytes]] = []

@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 import sys
 
-from prober.attempts import Attempt
-from prober.ledger import ClosedMinute, Ledger
+from prober.ledger.store import Ledger
+from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, decide, decide_target
 
 PROBES = ("login", "send_c2c")

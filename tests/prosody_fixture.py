@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from prober.adapters.xmpp import XmppSection
-from prober.secrets import Secret
-from prober.xmpp_setup import provision
+from prober.config.secrets import Secret
+from prober.setup.xmpp import provision
 
 from .certs import CA
 from .chat_app import free_port

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from prober.demo.homeserver import Homeserver
-from prober.matrix_setup import Provisioned, provision
+from prober.setup.matrix import Provisioned, provision
 
 PASSWORD = "probe-password-4711"
 PEER_PASSWORD = "peer-password-0815"

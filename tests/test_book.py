@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prober.attempts import Attempt
-from prober.book import MinuteBook, TargetRules
+from prober.records import Attempt
+from prober.runtime.book import MinuteBook, TargetRules
 from prober.sla import OneOffWindow, Outcome, Policy, Reason, State, Verdict
 
 M = 29_500_000  # an epoch minute

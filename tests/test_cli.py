@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from prober.attempts import Attempt
 from prober.cli import main
-from prober.ledger import ClosedMinute, Ledger
+from prober.ledger.store import Ledger
+from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, State, Verdict, epoch_minute
 
 from .conftest import BASE_TARGET

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from prober.cli import main
-from prober.config import ConfigError, load_config
+from prober.config.models import ConfigError, load_config
+from prober.config.secrets import Secret, redact
+from prober.config.yamlsource import load_yaml
 from prober.errors import UserError
-from prober.secrets import Secret, redact
-from prober.yamlsource import load_yaml
 
 from .conftest import BASE_TARGET
 
@@ -287,9 +287,9 @@ def test_readiness_fails_when_no_minute_closes_whatever_the_delay(tmp_path: Path
     delay that slipped past validation cannot keep /readyz at ok while nothing is written."""
     import asyncio
 
-    from prober.config import parse_config
-    from prober.ledger import Ledger
-    from prober.scheduler import Prober
+    from prober.config.models import parse_config
+    from prober.ledger.store import Ledger
+    from prober.runtime.clockwork import Prober
 
     class Clock:
         now = 29_930_000 * 60 + 5.0
@@ -386,7 +386,8 @@ def test_objective_with_a_huge_exponent_is_refused_at_load(write_config) -> None
 def test_report_with_the_largest_fee_on_a_failed_month(write_config, capsys) -> None:
     from datetime import datetime
 
-    from prober.ledger import ClosedMinute, Ledger
+    from prober.ledger.store import Ledger
+    from prober.records import ClosedMinute
     from prober.sla import OutcomeCounts, State, Verdict, epoch_minute
 
     path = write_config(

@@ -12,7 +12,7 @@ import pytest
 
 from prober.adapters import ProbeContext
 from prober.adapters.external import ExternalAdapter, ExternalSection, parse_report
-from prober.secrets import Secret
+from prober.config.secrets import Secret
 from prober.sla import Outcome
 
 

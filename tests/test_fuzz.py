@@ -22,12 +22,12 @@ from prober.adapters.base import Result
 from prober.adapters.http import HttpAdapter, HttpSection
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
 from prober.adapters.tencent_im import TencentImAdapter, TencentSection
-from prober.config import parse_config
+from prober.config.models import parse_config
+from prober.config.secrets import Secret
 from prober.errors import UserError
-from prober.minute_csv import read_rows
-from prober.secrets import Secret
+from prober.expose.webconfig import load_web_config, parse_basic
+from prober.ledger.minute_csv import read_rows
 from prober.sla import Outcome
-from prober.webconfig import load_web_config, parse_basic
 
 from .chat_app import free_port
 from .daemon_util import ROOT

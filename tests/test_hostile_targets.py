@@ -17,7 +17,7 @@ from prober.adapters import ProbeContext, Result
 from prober.adapters.base import Adapter
 from prober.adapters.http import HttpAdapter, HttpSection
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
-from prober.secrets import Secret
+from prober.config.secrets import Secret
 from prober.sla import Outcome
 
 from .hostile import HostileServer

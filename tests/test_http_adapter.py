@@ -10,7 +10,7 @@ import pytest
 
 from prober.adapters import ProbeContext
 from prober.adapters.http import HttpAdapter, HttpSection
-from prober.secrets import Secret
+from prober.config.secrets import Secret
 from prober.sla import Outcome
 
 from .chat_app import ChatServer, free_port

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from prober.attempts import Attempt
 from prober.errors import LedgerError
-from prober.ledger import (
-    SCHEMA_VERSION,
-    ClosedMinute,
-    ImportConflict,
-    Ledger,
-    MinuteRow,
-)
+from prober.ledger.store import SCHEMA_VERSION, ImportConflict, Ledger, MinuteRow
+from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
 
 from .ledger_writer import closed_minute

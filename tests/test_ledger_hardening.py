@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from prober.attempts import Attempt
 from prober.cli import main
-from prober.config import parse_config
-from prober.ledger import ClosedMinute, Ledger, MinuteRow
-from prober.scheduler import Prober
+from prober.config.models import parse_config
+from prober.ledger.store import Ledger, MinuteRow
+from prober.records import Attempt, ClosedMinute
+from prober.runtime.clockwork import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
 from .chat_app import free_port
@@ -213,7 +213,7 @@ def test_a_future_row_is_not_the_newest_closed_minute_and_the_month_agrees_with_
 def test_import_refuses_minutes_before_2000_and_export_writes_four_digit_years(
     march_ledger: Path, capsys, tmp_path: Path
 ) -> None:
-    from prober.minute_csv import parse_minute
+    from prober.ledger.minute_csv import parse_minute
 
     bad = tmp_path / "old.csv"
     bad.write_text(HEADER + "demo,,0001-01-01T00:00:00Z,available,\n")
@@ -296,7 +296,7 @@ def test_csv_cells_neutralise_formulas_and_read_back_exactly() -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from prober.csv_cells import FORMULA_STARTS, cell, plain
+    from prober.ledger.csv_cells import FORMULA_STARTS, cell, plain
 
     assert cell("=cmd|' /C calc'!A0") == "'=cmd|' /C calc'!A0"
     assert cell("-demo") == "'-demo" and cell("demo") == "demo" and cell(None) == ""
@@ -559,7 +559,7 @@ def test_a_daemon_on_a_read_only_ledger_starts_probes_and_says_so(tmp_path: Path
 
 def test_the_ledger_lock_is_held_once_and_names_its_holder(tmp_path: Path) -> None:
     from prober.errors import UserError
-    from prober.ledger_lock import LedgerLock
+    from prober.ledger.lock import LedgerLock
 
     ledger_path = tmp_path / "data" / "ledger.sqlite3"
     held = LedgerLock.acquire(ledger_path)

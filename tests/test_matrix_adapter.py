@@ -8,8 +8,8 @@ import time
 
 from prober.adapters import ProbeContext
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
+from prober.config.secrets import Secret
 from prober.demo.proxy import FaultProxy
-from prober.secrets import Secret
 from prober.sla import Outcome
 
 from .synapse_fixture import PASSWORD, PEER_PASSWORD, MatrixWorld

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from prober.config import parse_config
-from prober.matrix_setup import provision
+from prober.config.models import parse_config
+from prober.setup.matrix import provision
 
 from .daemon_util import ROOT
 from .synapse_fixture import PASSWORD, PEER_PASSWORD, MatrixWorld

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from prober.attempts import Attempt
-from prober.book import MinuteBook, TargetRules
 from prober.logs import LOGGER_NAME
-from prober.narrate import Narrator
+from prober.records import Attempt
+from prober.runtime.book import MinuteBook, TargetRules
+from prober.runtime.narrate import Narrator
 from prober.sla import Outcome, Policy
 
 M = 29_500_000

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prober.plan import EDGE_MARGIN, offsets, probe_plan
+from prober.runtime.plan import EDGE_MARGIN, offsets, probe_plan
 
 
 @given(

@@ -7,10 +7,10 @@ import asyncio
 import textwrap
 from pathlib import Path
 
-from prober.config import parse_config
-from prober.ledger import Ledger
-from prober.plan import Planned
-from prober.scheduler import Prober
+from prober.config.models import parse_config
+from prober.ledger.store import Ledger
+from prober.runtime.clockwork import Prober
+from prober.runtime.plan import Planned
 from prober.sla import Outcome, Reason, State
 
 from .chat_app import free_port

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from prober.metrics import Exposition, Process, TargetInfo
+from prober.expose.metrics import Exposition, Process, TargetInfo
+from prober.ledger.view import LedgerView
 from prober.sla import DEFAULT_TIERS, ServiceCalendar, State
-from prober.view import LedgerView
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 MINUTE = 29_671_200  # 2026-06-01T00:00Z, inside a service month of the anchor below

@@ -41,15 +41,15 @@ from prober.adapters.http import HttpAdapter, HttpSection
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
 from prober.adapters.tencent_im import TencentImAdapter, TencentSection
 from prober.adapters.transport import local_resource_error
-from prober.config import NetworkCheckConfig, parse_config
-from prober.ledger import Ledger
-from prober.netcheck import NetworkCheck
-from prober.plan import Planned
-from prober.probe_once import _one
-from prober.scheduler import Prober
-from prober.secrets import Secret
+from prober.config.models import NetworkCheckConfig, parse_config
+from prober.config.secrets import Secret
+from prober.ledger.store import Ledger
+from prober.runtime.clockwork import Prober
+from prober.runtime.netcheck import NetworkCheck
+from prober.runtime.plan import Planned
+from prober.runtime.probe_once import _one
+from prober.setup.tencent import setup
 from prober.sla import Outcome, Reason, State
-from prober.tencent_setup import setup
 
 from .chat_app import ChatServer, free_port
 from .child_process import Isolated, isolated

@@ -11,9 +11,9 @@ import pytest
 
 from prober.adapters import ProbeContext
 from prober.adapters.tencent_im import TencentImAdapter, TencentSection
-from prober.secrets import Secret
+from prober.config.secrets import Secret
+from prober.setup.tencent import setup
 from prober.sla import Outcome
-from prober.tencent_setup import setup
 
 from .chat_app import free_port
 from .tencent_emulator import TencentEmulator

@@ -8,10 +8,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.ledger import ClosedMinute, Ledger, MinuteRow
+from prober.ledger.codes import STATE_CODES
+from prober.ledger.store import Ledger, MinuteRow
+from prober.ledger.view import RING, WINDOWS, LedgerView, MinuteRing, TargetView
+from prober.records import ClosedMinute
 from prober.sla import OutcomeCounts, ServiceCalendar, State, Verdict
-from prober.sla.types import STATE_CODES
-from prober.view import RING, WINDOWS, LedgerView, MinuteRing, TargetView
 
 CODES = [STATE_CODES[s] for s in State]
 

@@ -26,11 +26,11 @@ import bcrypt
 import pytest
 from aiohttp import web
 
-from prober.config import ConfigError, WebConfig, load_config
-from prober.listener import EVICT_AFTER, WebServer
+from prober.config.models import ConfigError, WebConfig, load_config
+from prober.expose.listener import EVICT_AFTER, WebServer
+from prober.expose.web import make_app
+from prober.expose.webconfig import load_web_config
 from prober.logs import HumanFormatter
-from prober.web import make_app
-from prober.webconfig import load_web_config
 
 from .certs import CA
 from .chat_app import ChatServer, free_port

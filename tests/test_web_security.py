@@ -19,7 +19,7 @@ import bcrypt
 import httpx
 import pytest
 
-from prober.webconfig import WebConfigFile, load_web_config, parse_basic
+from prober.expose.webconfig import WebConfigFile, load_web_config, parse_basic
 
 from .certs import CA, peer_serial
 from .chat_app import free_port

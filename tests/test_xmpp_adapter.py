@@ -14,8 +14,8 @@ import pytest
 
 from prober.adapters import ProbeContext
 from prober.adapters.xmpp import MAX_STANZA, XmppAdapter
+from prober.config.secrets import Secret
 from prober.demo.proxy import FaultProxy
-from prober.secrets import Secret
 from prober.sla import Outcome
 
 from .chat_app import free_port

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from prober.demo.proxy import FaultProxy
-from prober.plan import offsets
+from prober.runtime.plan import offsets
 
 from .chat_app import free_port
 from .daemon_util import ROOT, Daemon, next_minute, sample, wait_until

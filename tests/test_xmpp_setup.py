@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from prober.adapters.xmpp import XmppAdapter
-from prober.config import load_config
+from prober.config.models import load_config
 from prober.sla import Outcome
 
 from .daemon_util import ROOT

@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..fields import Strict
-from ..secrets import redact
+from ..config.fields import Strict
+from ..config.secrets import redact
 from ..sla import Outcome
 
 # error_kind values shared by every adapter; each adapter may add a few of its own.

@@ -19,8 +19,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from ..fields import SecretRef
-from ..secrets import Secret
+from ..config.fields import SecretRef
+from ..config.secrets import Secret
 from ..sla import Outcome
 from . import base
 

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from ..fields import SecretRef
-from ..secrets import Secret
+from ..config.fields import SecretRef
+from ..config.secrets import Secret
 from ..sla import Outcome
 from . import base
 from .templates import (

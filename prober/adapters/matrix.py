@@ -27,8 +27,8 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import Field, field_validator
 
-from ..fields import SecretRef
-from ..secrets import Secret
+from ..config.fields import SecretRef
+from ..config.secrets import Secret
 from . import base
 from .transport import LazySession, read_bounded, sendable_in_header, transport_failure
 

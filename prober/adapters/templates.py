@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..secrets import Secret
+from ..config.secrets import Secret
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

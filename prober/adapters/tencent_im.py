@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 
 from pydantic import Field, model_validator
 
-from ..fields import Duration, SecretRef, within
-from ..secrets import remember
+from ..config.fields import Duration, SecretRef, within
+from ..config.secrets import remember
 from ..sla import Outcome
 from . import base
 from .tencent import errors, usersig

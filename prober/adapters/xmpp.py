@@ -47,8 +47,8 @@ from slixmpp.plugins.xep_0077.stanza import Register
 from slixmpp.util.sasl import mechanisms as _sasl_mechanisms
 from slixmpp.xmlstream import register_stanza_plugin
 
-from ..fields import SecretRef
-from ..secrets import Secret
+from ..config.fields import SecretRef
+from ..config.secrets import Secret
 from . import base, xmpp_errors
 from .transport import ssl_context
 

@@ -22,7 +22,7 @@ from .. import logs
 from ..daemon import Daemon
 from ..errors import UserError
 from ..logs import event
-from ..matrix_setup import provision
+from ..setup.matrix import provision
 from .homeserver import Homeserver, HomeserverError, free_port
 from .proxy import FaultProxy
 

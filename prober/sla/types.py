@@ -42,31 +42,6 @@ class Policy(StrEnum):
     STRICT = "strict"
 
 
-# Stable small integers for the ledger; never renumber (they are stored on disk).
-OUTCOME_CODES: dict[Outcome, int] = {
-    Outcome.SUCCESS: 0,
-    Outcome.FAILURE: 1,
-    Outcome.CLIENT_ERROR: 2,
-    Outcome.THROTTLED: 3,
-    Outcome.PROBER_FAULT: 4,
-}
-STATE_CODES: dict[State, int] = {
-    State.AVAILABLE: 0,
-    State.APPARENT_FAILURE: 1,
-    State.MAINTENANCE: 2,
-    State.NO_DATA: 3,
-}
-REASON_CODES: dict[Reason, int] = {
-    Reason.NONE: 0,
-    Reason.PROBER_DOWN: 1,
-    Reason.PROBER_NETWORK: 2,
-    Reason.EXCLUDED_ONLY: 3,
-}
-OUTCOMES_BY_CODE = {v: k for k, v in OUTCOME_CODES.items()}
-STATES_BY_CODE = {v: k for k, v in STATE_CODES.items()}
-REASONS_BY_CODE = {v: k for k, v in REASON_CODES.items()}
-
-
 @dataclass(frozen=True, slots=True)
 class OutcomeCounts:
     """How many attempts of a minute ended in each outcome."""

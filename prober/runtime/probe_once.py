@@ -9,11 +9,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .adapters import Adapter, ProbeContext, Result
-from .adapters import base as adapter_base
-from .config import TargetBase
-from .scheduler import build_adapter
-from .sla import Outcome
+from ..adapters import Adapter, ProbeContext, Result
+from ..adapters import base as adapter_base
+from ..config.models import TargetBase
+from ..sla import Outcome
+from .clockwork import build_adapter
 
 
 @dataclass(frozen=True)

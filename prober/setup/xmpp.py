@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from .adapters import base
-from .adapters.xmpp import REGISTRATION_CLOSED, XmppSection, _Session, _XmppError
-from .errors import UserError
-from .secrets import Secret
+from ..adapters import base
+from ..adapters.xmpp import REGISTRATION_CLOSED, XmppSection, _Session, _XmppError
+from ..config.secrets import Secret
+from ..errors import UserError
 
 MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 MUC_ADMIN = "http://jabber.org/protocol/muc#admin"

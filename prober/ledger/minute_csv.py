@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from .config import PROBE_NAME, TARGET_NAME
+from ..config.models import PROBE_NAME, TARGET_NAME
+from ..errors import UserError
+from ..sla import OutcomeCounts, Reason, State
 from .csv_cells import cells, plain
-from .errors import UserError
-from .ledger import MinuteRow
-from .sla import OutcomeCounts, Reason, State
+from .store import MinuteRow
 
 HEADER = ["target", "probe", "minute", "state", "reason"]
 MAX_ERRORS_SHOWN = 10

@@ -17,14 +17,14 @@ import sqlite3
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .attempts import Attempt
-from .errors import LedgerError, UserError
-from .sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
-from .sla.types import (
+from ..errors import LedgerError, UserError
+from ..records import Attempt, ClosedMinute
+from ..sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
+from .codes import (
     OUTCOME_CODES,
     OUTCOMES_BY_CODE,
     REASON_CODES,
@@ -105,18 +105,6 @@ class MinuteRow:
     state: State
     reason: Reason = Reason.NONE
     counts: OutcomeCounts = field(default_factory=OutcomeCounts)
-
-
-@dataclass(slots=True)
-class ClosedMinute:
-    """Everything decided about one target's minute, written in one transaction."""
-
-    target: str
-    minute: int
-    verdict: Verdict
-    counts: OutcomeCounts
-    probes: dict[str, tuple[Verdict, OutcomeCounts]] = field(default_factory=dict)
-    attempts: Sequence[Attempt] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +295,7 @@ class Ledger:
         self._load_series()
 
     def _migrate(self, version: int) -> None:
-        from . import __version__
+        from .. import __version__
 
         db = self._db
         db.execute("BEGIN IMMEDIATE")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .adapters.tencent_im import TencentImAdapter, TencentSection, _Fail
-from .errors import UserError
+from ..adapters.tencent_im import TencentImAdapter, TencentSection, _Fail
+from ..errors import UserError
 
 GROUP_EXISTS = 10021
 

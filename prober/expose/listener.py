@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .logs import event
+from ..logs import event
 
 # Descriptor trouble: accept again after a pause rather than at once, which would only fail
 # again (and log again) in a tight loop.

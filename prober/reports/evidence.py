@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, sla
-from .attempts import Attempt
-from .csv_cells import cells
-from .errors import UserError
-from .ledger import Ledger
+from .. import __version__, sla
+from ..config.secrets import redact
+from ..errors import UserError
+from ..ledger.csv_cells import cells
+from ..ledger.store import Ledger
+from ..records import Attempt
+from ..sla import State, minute_iso
 from .report import Report, as_dict, render_html, render_text
-from .secrets import redact
-from .sla import State, minute_iso
 
 # Every file a pack consists of. A folder holding anything else is refused, even with
 # --force: SHA256SUMS must describe exactly what the folder holds.

@@ -31,9 +31,9 @@ from typing import Annotated, Literal
 import bcrypt
 from pydantic import AfterValidator, Field
 
-from .config import validate_document
-from .errors import UserError
-from .fields import Strict
+from ..config.fields import Strict
+from ..config.models import validate_document
+from ..errors import UserError
 
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})

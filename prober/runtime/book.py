@@ -7,9 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .attempts import Attempt
-from .ledger import ClosedMinute
-from .sla import (
+from ..records import Attempt, ClosedMinute
+from ..sla import (
     OutcomeCounts,
     Policy,
     Window,

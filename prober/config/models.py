@@ -30,10 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from . import sla
-from .adapters import REGISTRY
+from .. import sla
+from ..adapters import REGISTRY
+from ..errors import UserError
 from .durations import format_duration
-from .errors import UserError
 from .fields import Duration, ExactDecimal, Strict, TimezoneName, decimal_within, within
 from .secrets import Secret, resolve_references
 from .yamlsource import YamlDocument, YamlError, load_yaml, read_yaml_file

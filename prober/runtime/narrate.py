@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 
-from .ledger import ClosedMinute
-from .logs import event
-from .sla import Outcome, State, minute_iso
+from ..logs import event
+from ..records import ClosedMinute
+from ..sla import Outcome, State, minute_iso
 
 
 class Condition(StrEnum):

@@ -18,9 +18,9 @@ import asyncio
 
 import aiohttp
 
-from .adapters.base import local_resource_error
-from .adapters.transport import LazySession
-from .config import NetworkCheckConfig
+from ..adapters.base import local_resource_error
+from ..adapters.transport import LazySession
+from ..config.models import NetworkCheckConfig
 
 
 class NetworkCheck:

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 
-from .ledger import TARGET_LEVEL, ClosedMinute, Ledger
-from .sla import Outcome, ServiceCalendar, ServiceMonth, State
-from .sla.types import STATE_CODES, STATES_BY_CODE
+from ..records import ClosedMinute
+from ..sla import Outcome, ServiceCalendar, ServiceMonth, State
+from .codes import STATE_CODES, STATES_BY_CODE
+from .store import TARGET_LEVEL, Ledger
 
 WINDOWS = {"1h": 60, "24h": 1440, "7d": 10080, "30d": 43200}
 RING = max(WINDOWS.values())

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def lock_path(ledger_path: Path) -> Path:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from .demo.homeserver import register_with_shared_secret
-from .errors import UserError
+from ..demo.homeserver import register_with_shared_secret
+from ..errors import UserError
 
 DIRECT_ALIAS = "im-prober-direct"
 GROUP_ALIAS = "im-prober-group"

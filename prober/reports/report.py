@@ -12,11 +12,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from . import sla
-from .config import TargetBase as TargetConfig
-from .csv_cells import cells
-from .ledger import Ledger
-from .sla import Figures, Incident, ServiceMonth, State
+from .. import sla
+from ..config.models import TargetBase as TargetConfig
+from ..ledger.csv_cells import cells
+from ..ledger.store import Ledger
+from ..sla import Figures, Incident, ServiceMonth, State
 
 LOW_COVERAGE = Fraction(99, 100)
 

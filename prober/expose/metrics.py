@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from . import sla
-from .ledger import TARGET_LEVEL
-from .sla import Outcome, State
-from .view import WINDOWS, LedgerView
+from .. import sla
+from ..ledger.store import TARGET_LEVEL
+from ..ledger.view import WINDOWS, LedgerView
+from ..sla import Outcome, State
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

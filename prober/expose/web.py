@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..runtime.clockwork import Prober
 from .metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from .scheduler import Prober
 from .webconfig import WebSecurity
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]

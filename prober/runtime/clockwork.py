@@ -22,22 +22,22 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import __version__, sla
-from .adapters import REGISTRY, Adapter, ProbeContext
-from .adapters import base as adapter_base
-from .attempts import Attempt
+from .. import __version__, sla
+from ..adapters import REGISTRY, Adapter, ProbeContext
+from ..adapters import base as adapter_base
+from ..config.models import MAX_CLOSE_GRACE, Config, ConfigFile, TargetBase
+from ..errors import UserError
+from ..expose.metrics import Exposition, Process, TargetInfo
+from ..ledger.store import Ledger
+from ..ledger.view import LedgerView
+from ..logs import event
+from ..records import Attempt, ClosedMinute
+from ..sla import OutcomeCounts, Reason, State, Verdict, minute_iso
 from .book import MinuteBook, TargetRules
 from .clock import Clock, StepDetector, SystemClock
-from .config import MAX_CLOSE_GRACE, Config, ConfigFile, TargetBase
-from .errors import UserError
-from .ledger import ClosedMinute, Ledger
-from .logs import event
-from .metrics import Exposition, Process, TargetInfo
 from .narrate import Narrator
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan, probe_plan
-from .sla import OutcomeCounts, Reason, State, Verdict, minute_iso
-from .view import LedgerView
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
 STALL_LIMIT = 10.0  # seconds a minute may wait past its close time for attempts in flight

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from .sla import Outcome
+from .sla import Outcome, OutcomeCounts, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +23,15 @@ class Attempt:
     @property
     def minute(self) -> int:
         return int(self.started_at // 60)
+
+
+@dataclass(slots=True)
+class ClosedMinute:
+    """Everything decided about one target's minute, written in one transaction."""
+
+    target: str
+    minute: int
+    verdict: Verdict
+    counts: OutcomeCounts
+    probes: dict[str, tuple[Verdict, OutcomeCounts]] = field(default_factory=dict)
+    attempts: Sequence[Attempt] = ()

@@ -26,18 +26,19 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from prober import sla
-from prober.expose.metrics import DURATION_BUCKETS, Exposition, Process, TargetInfo
+from prober.expose.metrics import Exposition, TargetInfo
 from prober.ledger.store import TARGET_LEVEL
 from prober.ledger.view import WINDOWS, LedgerView
 from prober.sla import Outcome, State
+from prober.stats import DURATION_BUCKETS, RuntimeStats
 
 PROBES = ("login", "send_c2c", "send_group")
 NOW = 29_500_000 * 60.0
 
 
-def build(n: int) -> tuple[LedgerView, Process, list[TargetInfo]]:
+def build(n: int) -> tuple[LedgerView, RuntimeStats, list[TargetInfo]]:
     view = LedgerView()
-    process = Process()
+    process = RuntimeStats()
     targets = []
     for i in range(n):
         name = f"target-{i:05d}"
@@ -54,7 +55,7 @@ def build(n: int) -> tuple[LedgerView, Process, list[TargetInfo]]:
 class SameFamilies(Collector):
     """The families im-prober exposes, with the same samples, via prometheus_client."""
 
-    def __init__(self, view: LedgerView, process: Process, targets: list[TargetInfo]) -> None:
+    def __init__(self, view: LedgerView, process: RuntimeStats, targets: list[TargetInfo]) -> None:
         self.view, self.process, self.targets = view, process, targets
 
     def collect(self) -> Iterator[object]:
@@ -109,7 +110,7 @@ class SameFamilies(Collector):
         yield from (attempts, verdicts, probe_verdicts, durations, availability, *month)
 
 
-def hand_written(view: LedgerView, process: Process, targets: list[TargetInfo]) -> bytes:
+def hand_written(view: LedgerView, process: RuntimeStats, targets: list[TargetInfo]) -> bytes:
     exposition = Exposition(view, process, "bench")
     exposition.set_targets(targets)
     return exposition.render(NOW)  # a fresh Exposition: nothing cached

@@ -1,5 +1,9 @@
 """The daemon's life: load, start, serve, reload on SIGHUP or POST /-/reload, stop on
-SIGTERM/SIGINT having closed every finished minute."""
+SIGTERM/SIGINT having closed every finished minute.
+
+It composes the parts and nothing reaches back up: the in-memory view and the runtime stats
+are made here and handed to both the runtime (which fills them) and the exposition (which
+renders them); the web app gets the renderer and the readiness check as plain callables."""
 
 from __future__ import annotations
 
@@ -8,15 +12,19 @@ import logging
 import signal
 from pathlib import Path
 
+from . import __version__
 from .config.models import ConfigFile, load_config, parse_listen_address
 from .errors import UserError
 from .expose.listener import WebServer
+from .expose.metrics import Exposition
 from .expose.web import make_app
 from .expose.webconfig import WebSecurity, load_cert_chain, load_web_config
 from .ledger.lock import LedgerLock
 from .ledger.store import Ledger
+from .ledger.view import LedgerView
 from .logs import event, flush_suppressed, loop_exception_handler
-from .runtime.clockwork import Prober
+from .runtime.prober import Prober
+from .stats import RuntimeStats
 
 
 class Daemon:
@@ -30,6 +38,7 @@ class Daemon:
         self.listen_override = listen_override
         self.web_config_override = web_config_override
         self.prober: Prober | None = None
+        self.stats = RuntimeStats()
         self.security: WebSecurity | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -52,9 +61,9 @@ class Daemon:
                 # Only the type: the message of an unexpected error may quote the config.
                 error = f"internal error while reloading: {type(exc).__name__}"
             else:
-                self.prober.process.reload_successful = 1
+                self.stats.reload_successful = 1
                 return True, "reloaded"
-            self.prober.process.reload_successful = 0
+            self.stats.reload_successful = 0
             event(
                 logging.ERROR,
                 "reload failed; the running configuration stays",
@@ -97,11 +106,16 @@ class Daemon:
         # lock lives as long as this object (the process); the kernel drops it on any exit.
         self.ledger_lock = await asyncio.to_thread(LedgerLock.acquire, config.ledger_path)
         ledger = await asyncio.to_thread(Ledger, config.ledger_path)
-        self.prober = prober = Prober(config, ledger)
+        view = LedgerView()
+        exposition = Exposition(view, self.stats, __version__)
+        self.prober = prober = Prober(
+            config, ledger, view=view, stats=self.stats, on_targets=exposition.configure
+        )
         loop = asyncio.get_running_loop()
         await prober.start()
         app = make_app(
-            lambda: prober,
+            lambda openmetrics: exposition.render(prober.clock.wall(), openmetrics=openmetrics),
+            prober.readiness,
             self.reload if config.config.web.enable_lifecycle else None,
             lambda: self.security,
         )

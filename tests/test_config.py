@@ -289,7 +289,7 @@ def test_readiness_fails_when_no_minute_closes_whatever_the_delay(tmp_path: Path
 
     from prober.config.models import parse_config
     from prober.ledger.store import Ledger
-    from prober.runtime.clockwork import Prober
+    from prober.runtime.prober import Prober
 
     class Clock:
         now = 29_930_000 * 60 + 5.0
@@ -312,7 +312,7 @@ def test_readiness_fails_when_no_minute_closes_whatever_the_delay(tmp_path: Path
         seen = [prober.readiness()]
         clock.now += 5 * 60  # five minutes end, none closes: the delay is 30 days
         seen.append(prober.readiness())
-        prober.timers.clear()
+        prober.clockwork.timers.clear()
         await asyncio.wait_for(prober.stop(), 30)
         return seen
 

@@ -29,7 +29,7 @@ from prober.cli import main
 from prober.config.models import parse_config
 from prober.ledger.store import Ledger, MinuteRow
 from prober.records import Attempt, ClosedMinute
-from prober.runtime.clockwork import Prober
+from prober.runtime.prober import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
 from .chat_app import free_port
@@ -492,15 +492,15 @@ def test_a_prober_started_on_a_read_only_ledger_buffers_and_records_the_gap_late
             prober = Prober(parse_config(text, path), ledger, clock=clock)
             await prober.start()  # the ten missed minutes cannot be written: no crash
             assert prober.readiness() == (False, "ledger not writable")
-            assert prober.process.ledger_write_errors == 1
-            assert prober.dropped == {"t": (("login",), start - 10, start)}
+            assert prober.stats.ledger_write_errors == 1
+            assert prober.writer.dropped == {"t": (("login",), start - 10, start)}
             clock.now = (start + 1) * 60 + 30  # past the stall limit: closes even if busy
-            await prober._close_due()  # the first minute closes into the write buffer
-            assert sum(len(b) for b in prober.pending) == 1
-            assert prober.process.ledger_write_errors == 2
+            await prober.clockwork.close_due()  # the first minute closes into the write buffer
+            assert sum(len(b) for b in prober.writer.pending) == 1
+            assert prober.stats.ledger_write_errors == 2
         clock.now += 1  # writable again: the next tick writes the buffer, then the gap
-        await prober._close_due()
-        assert prober.ledger_ok and not prober.pending and not prober.dropped
+        await prober.clockwork.close_due()
+        assert prober.writer.ok and not prober.writer.pending and not prober.writer.dropped
         rows = {r.minute: (r.state, r.reason) for r in ledger.minute_rows("t") if not r.probe}
         down = (State.NO_DATA, Reason.PROBER_DOWN)
         assert [rows[m] for m in range(start - 10, start)] == [down] * 10

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from prober.config.models import parse_config
 from prober.ledger.store import Ledger
-from prober.runtime.clockwork import Prober
 from prober.runtime.plan import Planned
+from prober.runtime.prober import Prober
 from prober.sla import Outcome, Reason, State
 
 from .chat_app import free_port
@@ -78,13 +78,13 @@ def test_forward_clock_step_closes_every_skipped_minute_as_no_data(tmp_path: Pat
         await prober.start()
         start = int(BASE // 60)
         clock.now += 300  # the wall clock jumps five minutes ahead
-        await prober._plan_next()
-        await prober._close_due()
+        await prober.clockwork.plan_next()
+        await prober.clockwork.close_due()
         got = rows(ledger)
         # now is 5 min 5 s past the start: minutes start..start+4 have ended and closed
         assert sorted(got) == list(range(start, start + 5))
         assert all(v == (State.NO_DATA, Reason.PROBER_DOWN) for v in got.values())
-        assert prober.process.clock_steps == 1
+        assert prober.stats.clock_steps == 1
         await prober.stop()
 
     asyncio.run(main())
@@ -96,14 +96,14 @@ def test_attempt_for_a_closed_minute_is_discarded_and_counted(tmp_path: Path) ->
         await prober.start()
         start = int(BASE // 60)
         clock.now = (start + 2) * 60 + 10
-        await prober._close_due()
-        assert prober.next_close == start + 2
+        await prober.clockwork.close_due()
+        assert prober.clockwork.next_close == start + 2
         # the wall clock steps back into the closed minute; an attempt started there is late
         clock.now = start * 60 + 30
         planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.book.started(start)
-        await prober._attempt(planned, prober.targets["t"].adapter)
-        assert prober.process.discarded_attempts == 1
+        prober.clockwork.book.started(start)
+        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
+        assert prober.stats.discarded_attempts == 1
         assert rows(ledger)[start] == (State.NO_DATA, Reason.PROBER_DOWN)
         await prober.stop()
 
@@ -116,13 +116,15 @@ def test_failed_network_check_excludes_the_minute(tmp_path: Path) -> None:
         await prober.start()
         minute = int(BASE // 60)
         planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.book.started(minute)
-        await prober._attempt(planned, prober.targets["t"].adapter)  # refused: a failure
+        prober.clockwork.book.started(minute)
+        await prober.clockwork.attempt(
+            planned, prober.targets.current("t").adapter
+        )  # refused: a failure
         assert prober.netcheck is not None
-        await prober._network_round(minute, prober.netcheck)
-        assert prober.process.network_up == 0
+        await prober.netcheck.round_into(minute, prober.clockwork.book, prober.stats)
+        assert prober.stats.network_up == 0
         clock.now = (minute + 1) * 60 + 10
-        await prober._close_due()
+        await prober.clockwork.close_due()
         assert rows(ledger)[minute] == (State.NO_DATA, Reason.PROBER_NETWORK)
         [attempt] = ledger.attempts_in("t", minute, minute + 1)
         assert attempt.outcome is Outcome.PROBER_FAULT and attempt.error_kind == "connect"
@@ -138,14 +140,14 @@ def test_unwritable_ledger_buffers_minutes_and_writes_them_later(tmp_path: Path)
         minute = int(BASE // 60)
         failing = break_writes(ledger, OSError(28, "No space left on device"))  # disk full
         clock.now = (minute + 3) * 60 + 10
-        await prober._close_due()
-        assert prober.process.ledger_write_errors == 1
+        await prober.clockwork.close_due()
+        assert prober.stats.ledger_write_errors == 1
         assert not prober.readiness()[0]
-        assert sum(len(b) for b in prober.pending) == 3
+        assert sum(len(b) for b in prober.writer.pending) == 3
         failing["on"] = False  # space again
         clock.now += 60
-        await prober._close_due()
-        assert prober.ledger_ok and not prober.pending
+        await prober.clockwork.close_due()
+        assert prober.writer.ok and not prober.writer.pending
         assert sorted(rows(ledger)) == [minute, minute + 1, minute + 2, minute + 3]
         assert prober.view.verdicts[("t", "")][State.NO_DATA] == 4
         await prober.stop()
@@ -163,16 +165,18 @@ def test_minutes_beyond_the_buffer_are_recorded_as_prober_down_when_storage_retu
         failing = break_writes(ledger, OSError(30, "Read-only file system"))
         for step in range(1, 6):  # minutes minute .. minute+4 close while the disk is gone
             clock.now = (minute + step) * 60 + 10
-            await prober._close_due()
-        assert sum(len(b) for b in prober.pending) == 2  # bounded: the newest two
-        assert prober.dropped == {"t": (("login",), minute, minute + 3)}
-        assert prober.process.ledger_write_errors == 5
-        kept = {i.minute: (i.verdict.state, i.verdict.reason) for c in prober.pending for i in c}
+            await prober.clockwork.close_due()
+        assert sum(len(b) for b in prober.writer.pending) == 2  # bounded: the newest two
+        assert prober.writer.dropped == {"t": (("login",), minute, minute + 3)}
+        assert prober.stats.ledger_write_errors == 5
+        kept = {
+            i.minute: (i.verdict.state, i.verdict.reason) for c in prober.writer.pending for i in c
+        }
         assert sorted(kept) == [minute + 3, minute + 4]
         failing["on"] = False
         clock.now += 1
-        await prober._close_due()
-        assert prober.ledger_ok and not prober.pending and not prober.dropped
+        await prober.clockwork.close_due()
+        assert prober.writer.ok and not prober.writer.pending and not prober.writer.dropped
         got = rows(ledger)
         assert sorted(got) == list(range(minute, minute + 5))
         down = (State.NO_DATA, Reason.PROBER_DOWN)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from prober.expose.metrics import Exposition, Process, TargetInfo
+from prober.expose.metrics import Exposition, TargetInfo
 from prober.ledger.view import LedgerView
 from prober.sla import DEFAULT_TIERS, ServiceCalendar, State
+from prober.stats import RuntimeStats
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 MINUTE = 29_671_200  # 2026-06-01T00:00Z, inside a service month of the anchor below
@@ -54,7 +55,7 @@ def test_rules_use_only_series_the_daemon_exposes() -> None:
     view = LedgerView()
     view.track("t", ServiceCalendar(date(2026, 1, 1), "UTC"))
     view.targets["t"].add(MINUTE, State.AVAILABLE)
-    process = Process(network_up=1)
+    process = RuntimeStats(network_up=1)
     exposition = Exposition(view, process, "test")
     exposition.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS)])
     text = exposition.render(MINUTE * 60 + 90).decode()

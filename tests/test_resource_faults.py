@@ -44,10 +44,10 @@ from prober.adapters.transport import local_resource_error
 from prober.config.models import NetworkCheckConfig, parse_config
 from prober.config.secrets import Secret
 from prober.ledger.store import Ledger
-from prober.runtime.clockwork import Prober
 from prober.runtime.netcheck import NetworkCheck
 from prober.runtime.plan import Planned
 from prober.runtime.probe_once import _one
+from prober.runtime.prober import Prober
 from prober.setup.tencent import setup
 from prober.sla import Outcome, Reason, State
 
@@ -441,20 +441,20 @@ async def started_prober(
     clock = FakeClock(BASE + 5)
     prober = Prober(parse_config(text, path), ledger, clock=clock)
     await prober.start()
-    for timer in list(prober.timers):  # the test runs the minute's attempts itself
+    for timer in list(prober.clockwork.timers):  # the test runs the minute's attempts itself
         timer.cancel()
     return prober, clock, ledger
 
 
 async def run_attempt(prober: Prober, clock: FakeClock, probe: str) -> None:
     planned = Planned(clock.now, "t", probe, 1.0, 60.0)
-    prober.book.started(planned.minute)
-    await prober._attempt(planned, prober.targets["t"].adapter)
+    prober.clockwork.book.started(planned.minute)
+    await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
 
 
 async def close_minute(prober: Prober, clock: FakeClock, ledger: Ledger, minute: int):
     clock.now = (minute + 1) * 60 + 10
-    await prober._close_due()
+    await prober.clockwork.close_due()
     [row] = [r for r in ledger.minute_rows("t") if r.probe == "" and r.minute == minute]
     kinds = {
         a.probe: (a.outcome, a.error_kind) for a in ledger.attempts_in("t", minute, minute + 1)
@@ -489,7 +489,7 @@ def _minute_with_a_refusal_beside_starved_ones(tmp_path: Path, chat_url: str):
         try:
             with descriptors_used_up():
                 assert prober.netcheck is not None
-                await prober._network_round(BASE // 60, prober.netcheck)
+                await prober.netcheck.round_into(BASE // 60, prober.clockwork.book, prober.stats)
                 await run_attempt(prober, clock, "login")
             await run_attempt(prober, clock, "send_c2c")  # refused: the provider's failure
             return await close_minute(prober, clock, ledger, BASE // 60)
@@ -544,9 +544,9 @@ def _runtime_records(what: str, tmp_path: Path, chat_url: str) -> tuple[Outcome,
         prober, clock, _ = await started_prober(tmp_path, chat_url, network=False)
         try:
             planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-            prober.book.started(planned.minute)
-            await prober._attempt(planned, Starving(what))
-            return prober.book.attempts[("t", planned.minute)]
+            prober.clockwork.book.started(planned.minute)
+            await prober.clockwork.attempt(planned, Starving(what))
+            return prober.clockwork.book.attempts[("t", planned.minute)]
         finally:
             await prober.stop()
 

@@ -469,6 +469,18 @@ class Config(Strict):
         raise UserError(f"no target named {name!r} in the config (targets: {known})")
 
 
+def restart_only_changes(old: ConfigFile, new: ConfigFile) -> list[str]:
+    """Settings a reload cannot apply (the ledger file, the listener): named so the daemon
+    can say it keeps the old value. The web config file itself is re-read on reload."""
+    changed = []
+    if new.ledger_path != old.ledger_path:
+        changed.append("ledger.path")
+    for key in ("listen_address", "enable_lifecycle", "max_connections", "request_timeout"):
+        if getattr(new.config.web, key) != getattr(old.config.web, key):
+            changed.append(f"web.{key}")
+    return changed
+
+
 class ConfigError(UserError):
     """One or more problems in a config file, each with file, line and field."""
 

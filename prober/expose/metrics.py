@@ -9,19 +9,18 @@ only after it changed.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from .. import sla
+from ..config.models import TargetBase
 from ..ledger.store import TARGET_LEVEL
 from ..ledger.view import WINDOWS, LedgerView
 from ..sla import Outcome, State
+from ..stats import DURATION_BUCKETS, Histogram, RuntimeStats
 
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -47,37 +46,33 @@ def _labels(pairs: Sequence[tuple[str, str]]) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
 
 
+class HistogramText:
+    """Each histogram's lines, rendered again only after it changed: with thousands of
+    targets most duration histograms do not change between two scrapes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[Histogram, int, str]] = {}
+
+    def render(self, histogram: Histogram, name: str, labels: Sequence[tuple[str, str]]) -> str:
+        cached = self._cache.get(id(histogram))
+        if cached is not None and cached[0] is histogram and cached[1] == histogram.changes:
+            return cached[2]
+        lines = []
+        cumulative = 0
+        for bound, count in zip((*histogram.buckets, math.inf), histogram.counts, strict=True):
+            cumulative += count
+            le = "+Inf" if math.isinf(bound) else repr(bound)
+            lines.append(f"{name}_bucket{_labels([*labels, ('le', le)])} {cumulative}\n")
+        lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.sum)}\n")
+        lines.append(f"{name}_count{_labels(labels)} {cumulative}\n")
+        text = "".join(lines)
+        self._cache[id(histogram)] = (histogram, histogram.changes, text)
+        return text
+
+
 def header(name: str, kind: str, help_: str, openmetrics: bool) -> str:
     base = name[: -len("_total")] if openmetrics and kind == "counter" else name
     return f"# HELP {base} {help_}\n# TYPE {base} {kind}\n"
-
-
-class Histogram:
-    __slots__ = ("_text", "buckets", "counts", "sum")
-
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self._text: str | None = None
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self._text = None
-
-    def render(self, name: str, labels: Sequence[tuple[str, str]]) -> str:
-        if self._text is None:
-            lines = []
-            cumulative = 0
-            for bound, count in zip((*self.buckets, math.inf), self.counts, strict=True):
-                cumulative += count
-                le = "+Inf" if math.isinf(bound) else repr(bound)
-                lines.append(f"{name}_bucket{_labels([*labels, ('le', le)])} {cumulative}\n")
-            lines.append(f"{name}_sum{_labels(labels)} {_number(self.sum)}\n")
-            lines.append(f"{name}_count{_labels(labels)} {cumulative}\n")
-            self._text = "".join(lines)
-        return self._text
 
 
 @dataclass(frozen=True)
@@ -90,38 +85,31 @@ class TargetInfo:
     tiers: tuple[sla.CreditTier, ...]
 
 
-@dataclass
-class Process:
-    """Live state of this process (not from the ledger)."""
-
-    ledger_write_errors: int = 0
-    misfires: int = 0
-    discarded_attempts: int = 0
-    clock_steps: int = 0
-    network_up: int | None = None
-    reload_successful: int = 1
-    reload_timestamp: float = 0.0
-    lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
-    durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
-
-    def observe_duration(self, target: str, probe: str, seconds: float) -> None:
-        histogram = self.durations.get((target, probe))
-        if histogram is None:
-            histogram = self.durations[(target, probe)] = Histogram(DURATION_BUCKETS)
-        histogram.observe(seconds)
+def target_info(target: TargetBase) -> TargetInfo:
+    return TargetInfo(
+        target.name, tuple(target.probes), target.sla.objective_exact, target.sla.tiers
+    )
 
 
 class Exposition:
-    def __init__(self, view: LedgerView, process: Process, version: str) -> None:
+    """The ledger-derived families from the in-memory view (cached until it changes) and the
+    process's own from the runtime's stats."""
+
+    def __init__(self, view: LedgerView, stats: RuntimeStats, version: str) -> None:
         self.view = view
-        self.process = process
+        self.stats = stats
         self.version = version
         self.targets: list[TargetInfo] = []
         self._cache: dict[bool, tuple[int, str]] = {}
+        self._histograms = HistogramText()
 
     def set_targets(self, targets: Iterable[TargetInfo]) -> None:
         self.targets = list(targets)
         self._cache.clear()
+
+    def configure(self, targets: Iterable[TargetBase]) -> None:
+        """The configured targets, at start and after each reload (the runtime's hook)."""
+        self.set_targets(target_info(t) for t in targets)
 
     def render(self, now: float, *, openmetrics: bool = False) -> bytes:
         cached = self._cache.get(openmetrics)
@@ -289,7 +277,7 @@ class Exposition:
     # -- this process ----------------------------------------------------------------
 
     def _process_block(self, om: bool) -> str:
-        p = self.process
+        p = self.stats
         out = [
             header(
                 "im_probe_duration_seconds",
@@ -304,8 +292,10 @@ class Exposition:
                 if histogram is None:
                     histogram = p.durations[(t.name, probe)] = Histogram(DURATION_BUCKETS)
                 out.append(
-                    histogram.render(
-                        "im_probe_duration_seconds", (("target", t.name), ("probe", probe))
+                    self._histograms.render(
+                        histogram,
+                        "im_probe_duration_seconds",
+                        (("target", t.name), ("probe", probe)),
                     )
                 )
         out.append(
@@ -316,7 +306,7 @@ class Exposition:
                 om,
             )
         )
-        out.append(p.lag.render("im_scheduler_lag_seconds", ()))
+        out.append(self._histograms.render(p.lag, "im_scheduler_lag_seconds", ()))
         for name, help_, value in (
             (
                 "im_ledger_write_errors_total",

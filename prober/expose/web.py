@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..runtime.clockwork import Prober
 from .metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from .webconfig import WebSecurity
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
+Render = Callable[[bool], bytes]  # openmetrics? → the exposition
+Readiness = Callable[[], tuple[bool, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -24,10 +25,14 @@ def wants_openmetrics(accept: str) -> bool:
 
 
 def make_app(
-    prober_of: Callable[[], Prober],
+    render: Render,
+    readiness: Readiness,
     reload: Reload | None,
     security_of: Callable[[], WebSecurity] | None = None,
 ) -> web.Application:
+    """The endpoints, given what they show: the daemon passes the exposition's renderer and
+    the runtime's readiness, so this module knows neither."""
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         security = security_of() if security_of is not None else None
@@ -42,9 +47,8 @@ def make_app(
         )
 
     async def metrics(request: web.Request) -> web.Response:
-        prober = prober_of()
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        body = prober.exposition.render(prober.clock.wall(), openmetrics=openmetrics)
+        body = render(openmetrics)
         response = web.Response(body=body)
         response.headers["Content-Type"] = (
             OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
@@ -55,7 +59,7 @@ def make_app(
         return web.Response(text="ok\n")
 
     async def readyz(_request: web.Request) -> web.Response:
-        ready, why = prober_of().readiness()
+        ready, why = readiness()
         return web.Response(text=why + "\n", status=200 if ready else 503)
 
     async def do_reload(_request: web.Request) -> web.Response:

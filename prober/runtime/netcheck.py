@@ -15,17 +15,26 @@ provider. Repeating the last observation also leaves `im_prober_network_up` wher
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 
 from ..adapters.base import local_resource_error
 from ..adapters.transport import LazySession
 from ..config.models import NetworkCheckConfig
+from ..logs import event
+from ..sla import minute_iso
+from ..stats import RuntimeStats
+from .book import MinuteBook
+from .plan import probe_plan
+
+NETWORK = "__network__"  # the plan's name: rounds are spread like a target's attempts
 
 
 class NetworkCheck:
     def __init__(self, config: NetworkCheckConfig) -> None:
         self.config = config
+        self.plan = probe_plan(NETWORK, "check", config.attempts_per_minute, config.timeout)
         self._http = LazySession(max_connections=len(config.urls) + 1)
         self._last_down = False  # the last round that observed the network
 
@@ -60,6 +69,21 @@ class NetworkCheck:
         if down is not None:
             self._last_down = down
         return self._last_down
+
+    async def round_into(self, minute: int, book: MinuteBook, stats: RuntimeStats) -> None:
+        """One round of `minute`, recorded in the book (for the verdict) and the stats."""
+        all_failed = await self.all_failed()
+        book.network_round(minute, all_failed)
+        was = stats.network_up
+        stats.network_up = 0 if all_failed else 1
+        if was is not None and was != stats.network_up:
+            event(
+                logging.WARNING if all_failed else logging.INFO,
+                "network check: every reference failed"
+                if all_failed
+                else "network check: references reachable again",
+                minute=minute_iso(minute),
+            )
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -4,16 +4,15 @@ while setting a target up."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from dataclasses import dataclass
 
 from ..adapters import Adapter, ProbeContext, Result
-from ..adapters import base as adapter_base
 from ..config.models import TargetBase
 from ..sla import Outcome
-from .clockwork import build_adapter
+from .attempt import run_attempt
+from .targets import build_adapter
 
 
 @dataclass(frozen=True)
@@ -26,18 +25,15 @@ class Row:
 
 async def _one(adapter: Adapter, target: str, probe: str, timeout: float) -> Row:
     context = ProbeContext(target, probe, timeout, time.time(), uuid.uuid4().hex[:16])
-    t0 = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            result = await adapter.attempt(context)
-    except TimeoutError:
-        result = adapter_base.failure(adapter_base.TIMEOUT, f"no answer within {timeout:g}s")
-    except Exception as exc:
-        # the same catch-all as the daemon's, so both show the same row for the same trouble
-        result = adapter_base.unexpected_error(exc)
-        if result.error_kind == adapter_base.INTERNAL:
-            logging.getLogger(__name__).exception("adapter error")
-    return Row(target, probe, result.cleaned(), time.monotonic() - t0)
+    attempt = await run_attempt(adapter, context)
+    result = Result(
+        attempt.outcome,
+        attempt.error_kind,
+        attempt.error_code,
+        attempt.http_status,
+        attempt.detail,
+    )
+    return Row(target, probe, result, attempt.duration)
 
 
 async def _target(target: TargetBase) -> list[Row]:

@@ -1,0 +1,246 @@
+"""The minute writer: closed minutes into the ledger, and what happens when it will not take
+them.
+
+Its rules, the trickiest in the runtime:
+- Closed minutes are written in one transaction per flush, then applied to the in-memory
+  view (and told in the log). A minute already in the ledger is left as it is.
+- A failed write keeps the minutes in memory, at most `buffer_minutes` closed minutes; the
+  oldest pushed out of that buffer are remembered as ranges per target, not as rows.
+- Minutes the prober missed while down (at start, or for a target added by a reload) are
+  recorded as no_data/prober_down (maintenance inside a declared window); when the ledger
+  refuses them they join those ranges too.
+- Once a write succeeds, the ranges are recorded the same way, so the ledger never has a
+  hole and nobody mistakes a minute nobody kept for an observed one.
+- Every failed write counts in the stats and makes the ledger "not ok" (readiness) until a
+  write succeeds; the error is logged at most once a minute (or when minutes are dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+
+from ..config.models import TargetBase
+from ..errors import UserError
+from ..ledger.store import Ledger
+from ..ledger.view import LedgerView
+from ..logs import event
+from ..records import ClosedMinute
+from ..sla import OutcomeCounts, Verdict, minute_iso
+from ..stats import RuntimeStats
+from .clock import Clock
+from .narrate import Narrator
+from .targets import missed_minute_verdict
+
+CHUNK = 200  # minutes applied (or recorded from the ranges) between yields to the event loop
+WRITE_ERRORS = (sqlite3.Error, OSError, UserError)
+
+VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
+
+
+class MinuteWriter:
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: LedgerView,
+        stats: RuntimeStats,
+        clock: Clock,
+        *,
+        buffer_minutes: int,
+        verdict_of_missed: VerdictOfMissed,
+        narrator: Narrator | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.stats = stats
+        self.clock = clock
+        self.buffer_minutes = buffer_minutes
+        self.verdict_of_missed = verdict_of_missed
+        self.narrator = narrator or Narrator()
+        self.pending: list[list[ClosedMinute]] = []
+        # target → (probes, first, end): minutes nobody kept, recorded once writes work
+        self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
+        self.ok = True
+        self._last_error_logged = float("-inf")
+
+    @property
+    def unwritten(self) -> int:
+        return sum(len(batch) for batch in self.pending)
+
+    # -- minutes missed while the prober was down -----------------------------------------
+
+    async def warn_of_future_rows(self, current: int) -> None:
+        future = await asyncio.to_thread(self.ledger.future_rows, current)
+        if future:
+            event(
+                logging.WARNING,
+                "the ledger holds minutes that have not ended yet (an import?); they are "
+                "ignored: not the newest closed minute, not part of the month so far",
+                targets=",".join(sorted(future)),
+                rows=sum(future.values()),
+            )
+
+    async def record_missed(self, targets: list[TargetBase], current: int) -> None:
+        """Record the minutes each target missed before `current`; a ledger that refuses
+        them (read-only, full) must not stop the prober: they wait with the dropped ones."""
+        refused = await asyncio.to_thread(self._record_gaps, targets, current)
+        if not refused:
+            return
+        for target, first, _exc in refused:
+            self._remember(target.name, tuple(target.probes), first, current)
+        self._write_failed(refused[0][2])
+        event(
+            logging.WARNING,
+            "minutes missed while the prober was down are kept in memory until the ledger "
+            "takes writes",
+            targets=len(refused),
+            minutes=sum(current - first for _target, first, _exc in refused),
+        )
+
+    def _record_gaps(
+        self, targets: list[TargetBase], current: int
+    ) -> list[tuple[TargetBase, int, Exception]]:
+        refused: list[tuple[TargetBase, int, Exception]] = []
+        for target in targets:
+            # rows at or after `current` (a bad import) are not the newest closed minute
+            last = self.ledger.last_closed_minute(target.name, before=current)
+            if last is None or last + 1 >= current:
+                continue
+            try:
+                recorded = self.ledger.record_gap(
+                    target.name,
+                    list(target.probes),
+                    last + 1,
+                    current,
+                    missed_minute_verdict(target),
+                )
+            except WRITE_ERRORS as exc:
+                refused.append((target, last + 1, exc))
+                continue
+            if recorded:
+                event(
+                    logging.WARNING,
+                    "recorded minutes missed while the prober was down",
+                    target=target.name,
+                    minutes=recorded,
+                    since=minute_iso(last + 1),
+                )
+        return refused
+
+    # -- closed minutes ---------------------------------------------------------------------
+
+    async def write(self, closed: list[ClosedMinute]) -> None:
+        self.pending.append(closed)
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch = [item for closed in self.pending for item in closed]
+        if not batch and not self.dropped:
+            self.pending.clear()
+            return
+        try:
+            written = await asyncio.to_thread(self.ledger.write_minutes, batch) if batch else []
+        except WRITE_ERRORS as exc:
+            self._write_failed(exc)
+            return
+        if not self.ok:
+            event(logging.INFO, "ledger writable again", written_minutes=len(self.pending))
+        self.ok = True
+        self.pending.clear()
+        for start in range(0, len(written), CHUNK):
+            self.view.apply(written[start : start + CHUNK])
+            self.narrator.closed(written[start : start + CHUNK])
+            await asyncio.sleep(0)
+        if self.dropped:
+            try:
+                await self._record_dropped()
+            except WRITE_ERRORS as exc:
+                self._write_failed(exc)
+
+    def _write_failed(self, exc: Exception) -> None:
+        self.stats.ledger_write_errors += 1
+        self.ok = False
+        limit = self.buffer_minutes
+        pushed_out = self.pending[:-limit] if len(self.pending) > limit else []
+        self.pending = self.pending[-limit:]
+        for closed in pushed_out:
+            for item in closed:
+                self._remember(item.target, tuple(item.probes), item.minute, item.minute + 1)
+        now = self.clock.wall()
+        if now - self._last_error_logged > 60 or pushed_out:
+            self._last_error_logged = now
+            event(
+                logging.ERROR,
+                "ledger write failed; closed minutes kept in memory",
+                error=f"{type(exc).__name__}: {exc}",
+                buffered_minutes=len(self.pending),
+                dropped_minutes=len(pushed_out),
+            )
+
+    # -- minutes nobody kept ----------------------------------------------------------------
+
+    def _remember(self, target: str, probes: tuple[str, ...], first: int, end: int) -> None:
+        known = self.dropped.get(target)
+        if known is not None:
+            first, end = min(first, known[1]), max(end, known[2])
+            probes = known[0]
+        self.dropped[target] = (probes, first, end)
+
+    def _dropped_batch(self) -> list[ClosedMinute]:
+        """The next CHUNK of remembered minutes as rows: prober_down, or maintenance inside
+        a window the target declares."""
+        batch: list[ClosedMinute] = []
+        for target, (probes, first, end) in self.dropped.items():
+            verdict_of = self.verdict_of_missed(target)
+            for minute in range(first, end):
+                verdict = verdict_of(minute)
+                batch.append(
+                    ClosedMinute(
+                        target,
+                        minute,
+                        verdict,
+                        OutcomeCounts(),
+                        {p: (verdict, OutcomeCounts()) for p in probes},
+                    )
+                )
+                if len(batch) >= CHUNK:
+                    return batch
+        return batch
+
+    async def _record_dropped(self) -> None:
+        recorded = 0
+        while self.dropped:
+            batch = self._dropped_batch()
+            written = await asyncio.to_thread(self.ledger.write_minutes, batch)
+            self.view.apply(written)
+            recorded += len(written)
+            for item in batch:  # shrink each range from its start
+                probes, _, end = self.dropped[item.target]
+                if item.minute + 1 >= end:
+                    del self.dropped[item.target]
+                else:
+                    self.dropped[item.target] = (probes, item.minute + 1, end)
+            await asyncio.sleep(0)
+        event(
+            logging.WARNING,
+            "minutes nobody could keep (write buffer full, or missed while the ledger was "
+            "not writable) recorded as no_data/prober_down",
+            minutes=recorded,
+        )
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def prune(self, retention_days: int) -> None:
+        cutoff = self.clock.wall() - retention_days * 86400
+        with contextlib.suppress(*WRITE_ERRORS):
+            removed = await asyncio.to_thread(self.ledger.prune_attempts, cutoff)
+            if removed:
+                event(
+                    logging.INFO,
+                    "pruned old attempts",
+                    attempts=removed,
+                    retention_days=retention_days,
+                )

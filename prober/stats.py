@@ -1,0 +1,51 @@
+"""Live counters of this process, not from the ledger: what the runtime counts as it goes
+and the exposition renders. Both import this module and neither imports the other; the
+daemon makes one `RuntimeStats` and hands it to both."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Counts per bucket (the last one unbounded) and the sum; `changes` lets the renderer
+    keep a histogram's text until it changes."""
+
+    __slots__ = ("buckets", "changes", "counts", "sum")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum = 0.0
+        self.changes = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.changes += 1
+
+
+@dataclass
+class RuntimeStats:
+    """Live state of this process (not from the ledger)."""
+
+    ledger_write_errors: int = 0
+    misfires: int = 0
+    discarded_attempts: int = 0
+    clock_steps: int = 0
+    network_up: int | None = None
+    reload_successful: int = 1
+    reload_timestamp: float = 0.0
+    lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
+    durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+
+    def observe_duration(self, target: str, probe: str, seconds: float) -> None:
+        histogram = self.durations.get((target, probe))
+        if histogram is None:
+            histogram = self.durations[(target, probe)] = Histogram(DURATION_BUCKETS)
+        histogram.observe(seconds)

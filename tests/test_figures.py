@@ -15,6 +15,7 @@ from prober.sla import (
     credit_amount,
     credit_ratio,
     downtime_budget_seconds,
+    month_so_far,
 )
 
 THIRTY_DAYS = 30 * 24 * 60  # 43,200 minutes
@@ -104,3 +105,52 @@ def test_figures_match_a_brute_force_recount(states, unrowed) -> None:
         assert figures.measured_availability == Fraction(a, a + f)
     ratio = credit_ratio(figures.sla_availability or Fraction(1))
     assert ratio in {t.credit for t in DEFAULT_TIERS} | {Fraction(0)}
+
+
+# -- the month so far: one definition for the report, the metrics and the status page ----
+
+_APRIL = (
+    __import__("prober.sla", fromlist=["ServiceCalendar"])
+    .ServiceCalendar(__import__("datetime").date(2026, 3, 17), "Asia/Shanghai")
+    .month_starting_in(2026, 4)
+)
+
+
+@pytest.mark.parametrize(
+    ("end", "total"),
+    [
+        (_APRIL.start_minute - 5, 0),  # before the month: nothing has elapsed
+        (_APRIL.start_minute, 0),  # its first minute is in progress
+        (_APRIL.start_minute + 1, 1),  # its first minute has ended
+        (_APRIL.end_minute - 1, 43_199),
+        (_APRIL.end_minute, 43_200),  # ended: every minute of the 30 days
+        (_APRIL.end_minute + 10_000, 43_200),  # and no more, however late
+    ],
+)
+def test_the_month_so_far_counts_the_minutes_before_the_end_minute(end: int, total: int) -> None:
+    figures = month_so_far(_APRIL, end, {})
+    assert figures.total == total
+    assert figures.no_data == total  # minutes without a row are unobserved
+
+
+@given(
+    st.integers(0, 43_200),
+    st.integers(0, 500),
+    st.integers(0, 500),
+    st.integers(0, 100),
+)
+def test_the_month_so_far_never_counts_more_than_it_was_given(
+    elapsed: int, available: int, failed: int, maintenance: int
+) -> None:
+    counts = {
+        State.AVAILABLE: available,
+        State.APPARENT_FAILURE: failed,
+        State.MAINTENANCE: maintenance,
+    }
+    figures = month_so_far(_APRIL, _APRIL.start_minute + elapsed, counts)
+    assert figures.total == max(elapsed, available + failed + maintenance)
+    assert (figures.available, figures.apparent_failure, figures.maintenance) == (
+        available,
+        failed,
+        maintenance,
+    )

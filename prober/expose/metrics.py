@@ -241,20 +241,8 @@ class Exposition:
             if tally is None:
                 continue
             month = tally.month
-            closed_end = (target_view.last_closed + 1) if target_view.last_closed is not None else 0
-            elapsed = max(0, min(closed_end, month.end_minute) - month.start_minute)
-            counts = tally.counts
-            figures = sla.Figures(
-                total=max(
-                    elapsed,
-                    counts[State.AVAILABLE]
-                    + counts[State.APPARENT_FAILURE]
-                    + counts[State.MAINTENANCE],
-                ),
-                available=counts[State.AVAILABLE],
-                apparent_failure=counts[State.APPARENT_FAILURE],
-                maintenance=counts[State.MAINTENANCE],
-            )
+            end = target_view.last_closed + 1 if target_view.last_closed is not None else 0
+            figures = sla.month_so_far(month, end, tally.counts)
             label = f'{{target="{t.name}"}}'
             availability = figures.sla_availability
             if availability is not None:

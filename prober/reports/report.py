@@ -16,7 +16,7 @@ from .. import sla
 from ..config.models import TargetBase as TargetConfig
 from ..ledger.csv_cells import cells
 from ..ledger.store import Ledger
-from ..sla import Figures, Incident, ServiceMonth, State
+from ..sla import Figures, Incident, ServiceMonth, State, epoch_minute
 
 LOW_COVERAGE = Fraction(99, 100)
 
@@ -61,15 +61,10 @@ class Report:
 def build_report(
     ledger: Ledger, target: TargetConfig, month: ServiceMonth, now: datetime
 ) -> Report:
-    total = month.elapsed_minutes(now)
-    end = month.start_minute + total
-    counts = ledger.state_counts(target.name, month.start_minute, end)
-    figures = Figures(
-        total=total,
-        available=counts[State.AVAILABLE],
-        apparent_failure=counts[State.APPARENT_FAILURE],
-        maintenance=counts[State.MAINTENANCE],
-    )
+    end = min(epoch_minute(now), month.end_minute)
+    counts = ledger.state_counts(target.name, month.start_minute, max(end, month.start_minute))
+    figures = sla.month_so_far(month, end, counts)
+    total = figures.total
     failed = ledger.minutes_in_state(target.name, State.APPARENT_FAILURE, month.start_minute, end)
     availability = figures.sla_availability
     ratio = (

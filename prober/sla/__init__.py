@@ -5,7 +5,7 @@ Nothing here reads a clock, the network or a disk; everything is exact arithmeti
 
 from .claims import ClaimWindow, claim_window, working_days_of
 from .credits import DEFAULT_TIERS, CreditTier, credit_amount, credit_ratio
-from .figures import Figures, count_states, downtime_budget_seconds
+from .figures import Figures, count_states, downtime_budget_seconds, month_so_far
 from .incidents import Incident, find_incidents
 from .maintenance import OneOffWindow, RecurringWindow, Window, in_maintenance
 from .months import ServiceCalendar, ServiceMonth, epoch_minute, minute_iso, minute_start
@@ -43,5 +43,6 @@ __all__ = [
     "in_maintenance",
     "minute_iso",
     "minute_start",
+    "month_so_far",
     "working_days_of",
 ]

@@ -1,11 +1,12 @@
-"""Availability figures over a period (DESIGN.md §4), in exact arithmetic."""
+"""Availability figures over a period, in exact arithmetic (docs/sla.md, "Figures")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .months import ServiceMonth
 from .types import State
 
 
@@ -76,3 +77,21 @@ def downtime_budget_seconds(objective: Fraction, month_minutes: int) -> int:
     """
     allowed = (month_minutes * (1 - objective)).__floor__()
     return max(0, allowed) * 60
+
+
+def month_so_far(month: ServiceMonth, end_minute: int, counts: Mapping[State, int]) -> Figures:
+    """The one definition of a service month "so far", used by the report, the metrics and
+    anything else that shows it: the month's minutes before `end_minute`, the minute in
+    progress at the instant the figures describe. The report takes the minute of its
+    `--now`; the daemon the one after its newest closed minute (the same instant, a few
+    seconds after that minute ended). `counts` are the month's minutes by state before
+    `end_minute`; every elapsed minute they do not name is unobserved. Once the month has
+    ended, all of its minutes count."""
+    elapsed = max(0, min(end_minute, month.end_minute) - month.start_minute)
+    available = counts.get(State.AVAILABLE, 0)
+    failed = counts.get(State.APPARENT_FAILURE, 0)
+    maintenance = counts.get(State.MAINTENANCE, 0)
+    # Rows are never ahead of the end the caller names; if a hand-edited ledger has some,
+    # they still count rather than making the figures impossible.
+    total = max(elapsed, available + failed + maintenance)
+    return Figures(total, available, failed, maintenance)

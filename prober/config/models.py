@@ -40,7 +40,9 @@ from .yamlsource import YamlDocument, YamlError, load_yaml, read_yaml_file
 
 M = TypeVar("M", bound=BaseModel)
 
-KINDS = ("tencent_im", "matrix", "xmpp", "http", "external")
+# The kinds are the adapter registry's: a kind without an adapter is refused at load.
+KINDS: tuple[str, ...] = tuple(REGISTRY)
+Kind = Literal[KINDS]  # type: ignore[valid-type]
 PROBE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 TARGET_NAME = r"^[a-z0-9_-]{1,64}$"
 # Attempts must outlive a claim: a service month (<= 31 days) plus the 60-day claim window.
@@ -290,7 +292,7 @@ class TargetBase(Strict):
     """The keys every target has; `TargetConfig` adds one section per kind."""
 
     name: Annotated[str, Field(pattern=TARGET_NAME)]
-    kind: Literal["tencent_im", "matrix", "xmpp", "http", "external"]
+    kind: Kind  # type: ignore[valid-type]
     probes: dict[Annotated[str, Field(pattern=PROBE_NAME)], ProbeConfig] = Field(min_length=1)
     sla: SLAConfig
     maintenance: list[Maintenance] = Field(default_factory=list)
@@ -311,13 +313,11 @@ class TargetBase(Strict):
     @model_validator(mode="after")
     def _one_section(self) -> TargetBase:
         section = getattr(self, self.kind, None)
-        adapter = REGISTRY.get(self.kind)
-        if adapter is not None:
-            if section is None:
-                raise ValueError(f"kind {self.kind} needs its section `{self.kind}:`")
-            problems = adapter.probe_problems(section, list(self.probes))
-            if problems:
-                raise ValueError("; ".join(problems))
+        if section is None:
+            raise ValueError(f"kind {self.kind} needs its section `{self.kind}:`")
+        problems = REGISTRY[self.kind].probe_problems(section, list(self.probes))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -351,15 +351,11 @@ class TargetBase(Strict):
         return tuple(out)
 
 
-# One optional section per kind: the adapter's own strict model where the kind has an adapter,
-# free-form until then (such a target validates but cannot run).
+# One optional section per kind, the adapter's own strict model.
 TargetConfig = create_model(  # type: ignore[call-overload]
     "TargetConfig",
     __base__=TargetBase,
-    **{
-        kind: ((REGISTRY[kind].section_model if kind in REGISTRY else dict[str, Any]) | None, None)
-        for kind in KINDS
-    },
+    **{kind: (REGISTRY[kind].section_model | None, None) for kind in KINDS},
 )
 
 

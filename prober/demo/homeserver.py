@@ -4,9 +4,6 @@ extras); runs it as `python -m synapse.app.homeserver` in its own process."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import secrets
 import signal
@@ -14,12 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+
+from ..setup.matrix import register_with_shared_secret
 
 SERVER_NAME = "localhost"
 
@@ -156,7 +154,7 @@ class Homeserver:
             try:
                 self.request("GET", "/_matrix/client/versions")
                 return self
-            except OSError:
+            except (OSError, httpx.HTTPError):
                 time.sleep(0.1)
         self.stop()
         raise HomeserverError("synapse did not answer in time")
@@ -179,57 +177,19 @@ class Homeserver:
         token: str | None = None,
         base: str | None = None,
     ) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request((base or self.url) + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"{}")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.request(
+            method,
+            (base or self.url) + path,
+            json=body,
+            headers=headers,
+            timeout=10,
+            trust_env=False,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else {}
 
     def register(self, localpart: str, password: str, *, admin: bool = False) -> str:
         """Create an account (or keep the existing one); returns its user id."""
         register_with_shared_secret(self.url, self.shared_secret, localpart, password, admin=admin)
         return f"@{localpart}:{SERVER_NAME}"
-
-
-def register_with_shared_secret(
-    homeserver: str, shared_secret: str, localpart: str, password: str, *, admin: bool = False
-) -> bool:
-    """Create an account through Synapse's shared-secret admin API. True when it was created,
-    False when it existed already (left as it is)."""
-
-    def call(method: str, body: Any = None) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            homeserver + "/_synapse/admin/v1/register",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    nonce = call("GET")["nonce"]
-    # HMAC-SHA1 over nonce, user, password and admin flag, NUL-separated (Synapse's admin API)
-    message = b"\x00".join(
-        p.encode() for p in (nonce, localpart, password, "admin" if admin else "notadmin")
-    )
-    mac = hmac.new(shared_secret.encode(), message, hashlib.sha1).hexdigest()
-    try:
-        call(
-            "POST",
-            {
-                "nonce": nonce,
-                "username": localpart,
-                "password": password,
-                "admin": admin,
-                "mac": mac,
-            },
-        )
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        if exc.code == 400 and "M_USER_IN_USE" in body:
-            return False
-        raise HomeserverError(f"registering {localpart}: {exc.code} {body[:200]}") from None
-    return True

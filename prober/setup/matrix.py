@@ -8,14 +8,14 @@ aliases #im-prober-direct and #im-prober-group, so a second run finds them again
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.error
-import urllib.request
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..demo.homeserver import register_with_shared_secret
+import httpx
+
 from ..errors import UserError
 
 DIRECT_ALIAS = "im-prober-direct"
@@ -32,8 +32,15 @@ class Provisioned:
 
 
 class _Client:
+    """A few JSON calls to a homeserver. httpx here: provisioning makes a handful of
+    requests, far from the probe path, where aiohttp was measured cheaper."""
+
     def __init__(self, homeserver: str) -> None:
         self.homeserver = homeserver.rstrip("/")
+        self._http = httpx.Client(base_url=self.homeserver, timeout=15.0, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
 
     def call(
         self,
@@ -43,25 +50,20 @@ class _Client:
         token: str | None = None,
         ok_missing: bool = False,
     ) -> dict[str, Any] | None:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.homeserver + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            if ok_missing and exc.code == 404:
-                return None
-            body_text = exc.read().decode(errors="replace")[:300]
-            raise UserError(f"{method} {path.split('?')[0]}: {exc.code} {body_text}") from None
-        except OSError as exc:
+            response = self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
             raise UserError(f"cannot reach {self.homeserver}: {exc}") from None
+        if ok_missing and response.status_code == 404:
+            return None
+        if response.is_error:
+            text = response.text[:300]
+            raise UserError(f"{method} {path.split('?')[0]}: {response.status_code} {text}")
+        try:
+            return response.json() if response.content else {}
+        except ValueError:
+            raise UserError(f"{method} {path.split('?')[0]}: not JSON") from None
 
     def login(self, user: str, password: str) -> tuple[str, str]:
         document = self.call(
@@ -76,6 +78,33 @@ class _Client:
         )
         assert document is not None
         return document["user_id"], document["access_token"]
+
+
+def register_with_shared_secret(
+    homeserver: str, shared_secret: str, localpart: str, password: str, *, admin: bool = False
+) -> bool:
+    """Create an account through Synapse's shared-secret admin API. True when it was created,
+    False when it existed already (left as it is)."""
+    client = _Client(homeserver)
+    try:
+        found = client.call("GET", "/_synapse/admin/v1/register")
+        assert found is not None
+        nonce = found["nonce"]
+        # HMAC-SHA1 over nonce, user, password and admin flag, NUL-separated (Synapse's API)
+        message = b"\x00".join(
+            p.encode() for p in (nonce, localpart, password, "admin" if admin else "notadmin")
+        )
+        mac = hmac.new(shared_secret.encode(), message, hashlib.sha1).hexdigest()
+        body = {"nonce": nonce, "username": localpart, "password": password, "admin": admin}
+        try:
+            client.call("POST", "/_synapse/admin/v1/register", {**body, "mac": mac})
+        except UserError as exc:
+            if "M_USER_IN_USE" in str(exc):
+                return False
+            raise UserError(f"registering {localpart}: {exc}") from None
+        return True
+    finally:
+        client.close()
 
 
 def _create_account(
@@ -149,15 +178,18 @@ def provision(
     server_name: str | None = None,
 ) -> Provisioned:
     client = _Client(homeserver)
-    for localpart, secret in ((user, password), (peer, peer_password)):
-        _create_account(client, localpart, secret, shared_secret, admin_token, server_name)
-    user_id, token = client.login(user, password)
-    peer_id, peer_token = client.login(peer, peer_password)
-    server = user_id.split(":", 1)[1]
-    direct = _ensure_room(client, token, peer_id, peer_token, DIRECT_ALIAS, server, True)
-    group = _ensure_room(client, token, peer_id, peer_token, GROUP_ALIAS, server, False)
-    for setup_token in (token, peer_token):  # the setup's own sessions are not kept
-        client.call("POST", "/_matrix/client/v3/logout", {}, token=setup_token)
+    try:
+        for localpart, secret in ((user, password), (peer, peer_password)):
+            _create_account(client, localpart, secret, shared_secret, admin_token, server_name)
+        user_id, token = client.login(user, password)
+        peer_id, peer_token = client.login(peer, peer_password)
+        server = user_id.split(":", 1)[1]
+        direct = _ensure_room(client, token, peer_id, peer_token, DIRECT_ALIAS, server, True)
+        group = _ensure_room(client, token, peer_id, peer_token, GROUP_ALIAS, server, False)
+        for setup_token in (token, peer_token):  # the setup's own sessions are not kept
+            client.call("POST", "/_matrix/client/v3/logout", {}, token=setup_token)
+    finally:
+        client.close()
     return Provisioned(client.homeserver, user_id, peer_id, direct, group)
 
 

@@ -14,6 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import generate_latest as text_exposition
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
+
 from .. import sla
 from ..config.models import TargetBase
 from ..ledger.store import TARGET_LEVEL
@@ -91,6 +95,23 @@ def target_info(target: TargetBase) -> TargetInfo:
     )
 
 
+class StandardSeries:
+    """The `process_*` and `python_info` series every exporter has, from prometheus_client's
+    own collectors (a handful of lines read from /proc at each scrape), rendered after the
+    hand-written families."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def render(self, openmetrics: bool) -> str:
+        if not openmetrics:
+            return text_exposition(self.registry).decode()
+        text = openmetrics_exposition(self.registry).decode()
+        return text.removesuffix("# EOF\n")  # the exposition ends once, after everything
+
+
 class Exposition:
     """The ledger-derived families from the in-memory view (cached until it changes) and the
     process's own from the runtime's stats."""
@@ -102,6 +123,7 @@ class Exposition:
         self.targets: list[TargetInfo] = []
         self._cache: dict[bool, tuple[int, str]] = {}
         self._histograms = HistogramText()
+        self._standard = StandardSeries()
 
     def set_targets(self, targets: Iterable[TargetInfo]) -> None:
         self.targets = list(targets)
@@ -116,7 +138,7 @@ class Exposition:
         if cached is None or cached[0] != self.view.generation:
             cached = (self.view.generation, self._ledger_block(now, openmetrics))
             self._cache[openmetrics] = cached
-        parts = [cached[1], self._process_block(openmetrics)]
+        parts = [cached[1], self._process_block(openmetrics), self._standard.render(openmetrics)]
         if openmetrics:
             parts.append("# EOF\n")
         return "".join(parts).encode()

@@ -8,9 +8,11 @@ import signal
 import ssl
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,6 +89,103 @@ def safe_name(candidates: list[str], timeout: float, send_c2c: int = 4) -> str:
         if all(1.0 <= s <= 60 - timeout - 1.0 for s in starts):
             return name
     raise AssertionError("no candidate name with safe offsets")
+
+
+# The modal kinds' cadence in the real-minute tests: one login and two of each send a minute.
+MODAL_CADENCE = {"login": 1, "send_c2c": 2, "send_group": 2}
+
+
+def modal_config(name: str, kind: str, settings: str, timeout: float, timezone: str) -> str:
+    """A config of one `kind` target at MODAL_CADENCE; `settings` is the kind's own section
+    (unindented YAML)."""
+    section = textwrap.indent(textwrap.dedent(settings), "      ")
+    return f"""\
+ledger: {{path: ledger.sqlite3}}
+targets:
+  - name: {name}
+    kind: {kind}
+    {kind}:
+{section}    probes:
+      login: {{attempts_per_minute: 1, timeout: {timeout:g}s}}
+      send_c2c: {{attempts_per_minute: 2, timeout: {timeout:g}s}}
+      send_group: {{attempts_per_minute: 2, timeout: {timeout:g}s}}
+    sla: {{service_month_anchor: 2026-01-01, timezone: {timezone}}}
+"""
+
+
+def modal_starts(name: str) -> list[float]:
+    """Every attempt's start (seconds into the minute) of a target at MODAL_CADENCE."""
+    return sorted(s for probe, n in MODAL_CADENCE.items() for s in offsets(name, probe, n))
+
+
+def safe_modal_name(
+    prefix: str, tries: int, timeout: float, *, switch_at_30: bool, after_30_too: bool = False
+) -> str:
+    """A target name at MODAL_CADENCE whose attempts start well clear of :00, so a switch at
+    a minute boundary cannot race an attempt. With `switch_at_30` (a fault proxy also
+    switches mid-minute) they are clear of :30 as well, some start before it, and with
+    `after_30_too` some after it."""
+    for i in range(tries):
+        name = f"{prefix}-{i}"
+        points = modal_starts(name)
+        if not switch_at_30:
+            if all(1 <= s <= 60 - timeout - 1 for s in points):
+                return name
+            continue
+        clear = all(1 <= s <= 27 or 32 <= s <= 60 - timeout - 1 for s in points)
+        if (
+            clear
+            and any(s <= 27 for s in points)
+            and (any(s >= 32 for s in points) or not after_30_too)
+        ):
+            return name
+    raise AssertionError("no name with safe offsets")
+
+
+def follow_timeline(m0: int, timeline: list[tuple[float, Callable[[], object]]]) -> None:
+    """At each (seconds after minute m0 starts, switch) of `timeline`, in order, switch."""
+    for at, switch in timeline:
+        wait_until(m0 * 60 + at)
+        switch()
+
+
+def cli(config: Path, *args: str) -> str:
+    """What `im-prober <args> -c <config>` prints, run as its own process (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prober", *args, "-c", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def exported_minutes(config: Path, *args: str) -> dict[int, tuple[str, str]]:
+    """The target-level rows of `im-prober ledger export <args>`: epoch minute → (state,
+    reason)."""
+    rows = {}
+    for line in cli(config, "ledger", "export", *args).splitlines()[1:]:
+        _, probe, minute, state, reason = line.split(",")
+        if probe == "":
+            stamp = time.strptime(minute, "%Y-%m-%dT%H:%M:%SZ")
+            rows[(int(time.mktime(stamp)) - time.timezone) // 60] = (state, reason)
+    return rows
+
+
+def run_in_foreground(
+    config: Path, listen: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`im-prober run` as its own process, for a daemon expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "prober", "run", "-c", str(config), "--web.listen-address", listen],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:

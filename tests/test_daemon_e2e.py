@@ -20,12 +20,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, chat_target, next_minute, safe_name, sample, wait_until
+from .daemon_util import (
+    Daemon,
+    chat_target,
+    cli,
+    exported_minutes,
+    follow_timeline,
+    next_minute,
+    safe_name,
+    sample,
+    wait_until,
+)
 
 # Each real-time run gets a worker of its own (make test runs pytest-xdist, loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-http")]
@@ -79,12 +88,14 @@ def run(tmp_path_factory):
     m0 = next_minute()
     wait_until(m0 * 60)
     observed: dict[str, object] = {"name": name, "m0": m0, "config": config, "daemon": daemon}
-    wait_until((m0 + 1) * 60)
-    chat.set_mode("5xx")
-    wait_until((m0 + 2) * 60)
-    chat.set_mode("5xx_but_one")
-    wait_until((m0 + 3) * 60)
-    chat.set_mode("ok")
+    follow_timeline(
+        m0,
+        [
+            (60, lambda: chat.set_mode("5xx")),
+            (120, lambda: chat.set_mode("5xx_but_one")),
+            (180, lambda: chat.set_mode("ok")),
+        ],
+    )
     wait_until((m0 + 3) * 60 + CLOSED)  # M2 has closed
     observed["metrics_before_stop"] = daemon.metrics()
     observed["text_before_stop"] = daemon.get("/metrics")[1]
@@ -106,30 +117,7 @@ def run(tmp_path_factory):
 
 
 def export(run, target: str) -> dict[int, tuple[str, str]]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prober",
-            "ledger",
-            "export",
-            "-c",
-            str(run["config"]),
-            "--target",
-            target,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = {}
-    for line in done.stdout.splitlines()[1:]:
-        _, probe, minute, state, reason = line.split(",")
-        if probe == "":
-            stamp = time.strptime(minute, "%Y-%m-%dT%H:%M:%SZ")
-            rows[int(time.mktime(stamp) - time.timezone) // 60] = (state, reason)
-    return rows
+    return exported_minutes(run["config"], "--target", target)
 
 
 def test_minutes_are_decided_as_the_sla_says(run) -> None:
@@ -225,25 +213,7 @@ def test_lifecycle(run) -> None:
 
 def test_report_reads_the_same_ledger(run) -> None:
     # the probe's password is not in this process's environment: reports need no secrets
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prober",
-            "report",
-            "-c",
-            str(run["config"]),
-            "--target",
-            run["name"],
-            "--format",
-            "json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    report = json.loads(done.stdout)
+    report = json.loads(cli(run["config"], "report", "--target", run["name"], "--format", "json"))
     assert report["minutes"]["apparent_failure"] == 1
     assert report["incidents"][-1]["minutes"] == 1
     assert report["service_month"]["start"].endswith("T00:00:00+08:00")

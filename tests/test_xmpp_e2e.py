@@ -14,18 +14,23 @@ and /metrics and `im-prober report` agree with the ledger.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 
 from prober.demo.proxy import FaultProxy
-from prober.runtime.plan import offsets
 
 from .chat_app import free_port
-from .daemon_util import ROOT, Daemon, next_minute, sample, wait_until
+from .daemon_util import (
+    Daemon,
+    cli,
+    exported_minutes,
+    follow_timeline,
+    modal_config,
+    next_minute,
+    safe_modal_name,
+    sample,
+    wait_until,
+)
 from .prosody_fixture import (  # noqa: F401 - the session fixture
     DOMAIN,
     PASSWORD,
@@ -38,53 +43,33 @@ from .prosody_fixture import (  # noqa: F401 - the session fixture
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-xmpp")]
 
 TIMEOUT = 2
-CADENCE = {"login": 1, "send_c2c": 2, "send_group": 2}
-
-
-def starts(name: str) -> list[float]:
-    return sorted(s for probe, n in CADENCE.items() for s in offsets(name, probe, n))
-
-
-def safe_name() -> str:
-    """Attempts well clear of :00 and :30 (where the proxy switches), with some before :30
-    and some after it."""
-    for i in range(300):
-        name = f"xmpp-{i}"
-        points = starts(name)
-        clear = all(1 <= s <= 27 or 32 <= s <= 60 - TIMEOUT - 1 for s in points)
-        if clear and any(s <= 27 for s in points) and any(s >= 32 for s in points):
-            return name
-    raise AssertionError("no name with safe offsets")
 
 
 @pytest.fixture(scope="module")
 def run(prosody: Prosody, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("xmpp-e2e")
     proxy = FaultProxy(prosody.c2s_port).start_in_thread()
-    name = safe_name()
+    # attempts well clear of :00 and :30 (where the proxy switches), some on either side
+    name = safe_modal_name("xmpp", 300, TIMEOUT, switch_at_30=True, after_30_too=True)
     config = workdir / "config.yaml"
     config.write_text(
-        textwrap.dedent(f"""\
-        ledger: {{path: ledger.sqlite3}}
-        targets:
-          - name: {name}
-            kind: xmpp
-            xmpp:
-              jid: "probe@{DOMAIN}"
-              password: {{env: XMPP_PASSWORD}}
-              host: 127.0.0.1
-              port: {proxy.port}
-              ca_file: {prosody.ca.path}
-              peer_jid: "probe-peer@{DOMAIN}"
-              peer_password: {{env: XMPP_PEER_PASSWORD}}
-              room: "{ROOM}"
-              verify_delivery: true
-            probes:
-              login: {{attempts_per_minute: 1, timeout: {TIMEOUT}s}}
-              send_c2c: {{attempts_per_minute: 2, timeout: {TIMEOUT}s}}
-              send_group: {{attempts_per_minute: 2, timeout: {TIMEOUT}s}}
-            sla: {{service_month_anchor: 2026-01-01, timezone: UTC}}
-        """)
+        modal_config(
+            name,
+            "xmpp",
+            f"""\
+            jid: "probe@{DOMAIN}"
+            password: {{env: XMPP_PASSWORD}}
+            host: 127.0.0.1
+            port: {proxy.port}
+            ca_file: {prosody.ca.path}
+            peer_jid: "probe-peer@{DOMAIN}"
+            peer_password: {{env: XMPP_PEER_PASSWORD}}
+            room: "{ROOM}"
+            verify_delivery: true
+            """,
+            TIMEOUT,
+            "UTC",
+        )
     )
     daemon = Daemon(
         config,
@@ -93,16 +78,16 @@ def run(prosody: Prosody, tmp_path_factory):
     )
     daemon.start()
     m0 = next_minute()
-    wait_until((m0 + 1) * 60)
-    proxy.set_mode("refuse")
-    wait_until((m0 + 2) * 60)
-    proxy.set_mode("blackhole")
-    wait_until((m0 + 3) * 60)
-    proxy.set_mode("pass")
-    wait_until((m0 + 3) * 60 + 30)
-    proxy.set_mode("reset")
-    wait_until((m0 + 4) * 60)
-    proxy.set_mode("pass")
+    follow_timeline(
+        m0,
+        [
+            (60, lambda: proxy.set_mode("refuse")),
+            (120, lambda: proxy.set_mode("blackhole")),
+            (180, lambda: proxy.set_mode("pass")),
+            (210, lambda: proxy.set_mode("reset")),
+            (240, lambda: proxy.set_mode("pass")),
+        ],
+    )
     wait_until((m0 + 5) * 60 + TIMEOUT + 2 + 3)  # M4 has closed
     observed = {"name": name, "m0": m0, "config": config, "metrics": daemon.metrics()}
     observed["stop"] = daemon.stop()
@@ -111,25 +96,9 @@ def run(prosody: Prosody, tmp_path_factory):
     yield observed
 
 
-def cli(run, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "prober", *args, "-c", str(run["config"])],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
 def test_outages_give_exactly_the_failed_minutes(run) -> None:
     m0 = run["m0"]
-    rows = {}
-    for line in cli(run, "ledger", "export").splitlines()[1:]:
-        _, probe, minute, state, _ = line.split(",")
-        if probe == "":
-            stamp = time.strptime(minute, "%Y-%m-%dT%H:%M:%SZ")
-            rows[(int(time.mktime(stamp)) - time.timezone) // 60] = state
+    rows = {minute: state for minute, (state, _) in exported_minutes(run["config"]).items()}
     assert [rows[m0 + k] for k in range(5)] == [
         "available",
         "apparent_failure",
@@ -145,7 +114,7 @@ def test_metrics_and_report_agree_with_the_ledger(run) -> None:
     name = run["name"]
     metrics = run["metrics"]
     assert sample(metrics, "im_minute_verdicts_total", target=name, state="apparent_failure") == 2
-    report = json.loads(cli(run, "report", "--target", name, "--format", "json"))
+    report = json.loads(cli(run["config"], "report", "--target", name, "--format", "json"))
     assert report["minutes"]["apparent_failure"] == 2
     assert [i["minutes"] for i in report["incidents"]] == [2]
     assert sample(metrics, "im_sla_downtime_seconds", target=name) == 120

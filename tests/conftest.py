@@ -24,6 +24,26 @@ BASE_TARGET = """\
 """
 
 
+def external_config(
+    name: str = "box",
+    *,
+    per_minute: int = 1,
+    timeout: str = "1s",
+    anchor: object = "2026-01-01",
+    ledger: str = "ledger.sqlite3",
+) -> str:
+    """A config of one `external` target running `true`: the lightest target that works."""
+    return f"""\
+ledger: {{path: {ledger}}}
+targets:
+  - name: {name}
+    kind: external
+    external: {{command: ["true"]}}
+    probes: {{login: {{attempts_per_minute: {per_minute}, timeout: {timeout}}}}}
+    sla: {{service_month_anchor: {anchor}}}
+"""
+
+
 @pytest.fixture
 def write_config(tmp_path: Path):
     """Write a config file into a fresh folder; returns its path."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import subprocess
@@ -15,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from prober.cli import main
 from prober.ledger.store import Ledger
 from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, State, Verdict, epoch_minute
 
+from .cli_util import digest, on_demo, run
 from .conftest import BASE_TARGET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +27,6 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 def minute(text: str) -> int:
     return epoch_minute(datetime.fromisoformat(text).replace(tzinfo=SHANGHAI))
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -83,13 +76,10 @@ def april_ledger(demo_config: Path) -> Path:
 
 
 def test_report_json_contract(april_ledger: Path, capsys) -> None:
-    code, out, err = run(
+    code, out, err = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-04",
         "--format",
@@ -126,13 +116,10 @@ def test_report_json_contract(april_ledger: Path, capsys) -> None:
 
 
 def test_report_month_in_progress_counts_elapsed_minutes(april_ledger: Path, capsys) -> None:
-    code, out, _ = run(
+    code, out, _ = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--format",
         "json",
         "--now",
@@ -147,13 +134,10 @@ def test_report_month_in_progress_counts_elapsed_minutes(april_ledger: Path, cap
 
 
 def test_text_report_reads_first_and_warns_on_low_coverage(april_ledger: Path, capsys) -> None:
-    code, out, _ = run(
+    code, out, _ = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-04",
         "--now",
@@ -167,13 +151,10 @@ def test_text_report_reads_first_and_warns_on_low_coverage(april_ledger: Path, c
     assert "WARNING" not in out  # coverage 99.77%
     assert "the window is OPEN: file by 2026-07-15" in out
     # a month with most minutes unobserved warns loudly
-    code, out, _ = run(
+    code, out, _ = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-05",
         "--now",
@@ -183,13 +164,10 @@ def test_text_report_reads_first_and_warns_on_low_coverage(april_ledger: Path, c
 
 
 def test_report_csv(april_ledger: Path, capsys) -> None:
-    code, out, _ = run(
+    code, out, _ = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-04",
         "--format",
@@ -205,13 +183,10 @@ def test_report_csv(april_ledger: Path, capsys) -> None:
 
 
 def test_report_html_is_one_self_contained_page(april_ledger: Path, capsys) -> None:
-    code, out, _ = run(
+    code, out, _ = on_demo(
         capsys,
+        april_ledger,
         "report",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-04",
         "--format",
@@ -230,13 +205,10 @@ def test_report_html_is_one_self_contained_page(april_ledger: Path, capsys) -> N
 
 def test_evidence_pack_has_every_failed_minute_and_checksums(april_ledger: Path, capsys, tmp_path):
     out_dir = tmp_path / "evidence"
-    code, _, err = run(
+    code, _, err = on_demo(
         capsys,
+        april_ledger,
         "evidence",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--month",
         "2026-04",
         "--out",
@@ -249,8 +221,8 @@ def test_evidence_pack_has_every_failed_minute_and_checksums(april_ledger: Path,
     assert summary["failed_minutes"] == 433
     assert summary["failed_minutes_without_attempts"] == 0
     assert len(summary["config_sha256"]) == 64
-    for name, digest in summary["files"].items():
-        assert hashlib.sha256((out_dir / name).read_bytes()).hexdigest() == digest
+    for name, expected in summary["files"].items():
+        assert digest(out_dir / name) == expected
     evidence = json.loads((out_dir / "failed_minutes.json").read_text())
     assert len(evidence["minutes"]) == 433
     first = evidence["minutes"][0]
@@ -264,14 +236,11 @@ def test_evidence_pack_has_every_failed_minute_and_checksums(april_ledger: Path,
 
 
 def test_export_import_round_trip(april_ledger: Path, capsys, write_config, tmp_path) -> None:
-    code, exported, _ = run(
+    code, exported, _ = on_demo(
         capsys,
+        april_ledger,
         "ledger",
         "export",
-        "-c",
-        str(april_ledger),
-        "--target",
-        "demo",
         "--since",
         "2026-04-20T09:58:00+08:00",
         "--until",
@@ -331,14 +300,14 @@ def test_export_import_round_trip(april_ledger: Path, capsys, write_config, tmp_
 )
 def test_bad_imports_change_nothing(april_ledger: Path, capsys, tmp_path, body, message) -> None:
     ledger_path = april_ledger.parent / "ledger.sqlite3"
-    before = hashlib.sha256(ledger_path.read_bytes()).hexdigest()
+    before = digest(ledger_path)
     bad = tmp_path / "bad.csv"
     good_rows = "".join(f"demo,,2026-03-{d:02d}T00:00:00Z,available,\n" for d in range(1, 20))
     bad.write_text(body if "header" in message else body + good_rows)
     code, out, err = run(capsys, "ledger", "import", "-c", str(april_ledger), str(bad))
     assert code == 2 and out == ""
     assert message in err and "Traceback" not in err
-    assert hashlib.sha256(ledger_path.read_bytes()).hexdigest() == before
+    assert digest(ledger_path) == before
 
 
 def test_user_errors(demo_config: Path, capsys) -> None:

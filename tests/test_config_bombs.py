@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 
 from .chat_app import free_port
+from .conftest import external_config
 from .daemon_util import ROOT, Daemon, sample
 
-GOOD = """\
-ledger: {path: ledger.sqlite3}
-targets:
-  - name: box
-    kind: external
-    external: {command: ["true"]}
-    probes: {login: {attempts_per_minute: 1, timeout: 5s}}
-    sla: {service_month_anchor: 2026-01-01}
-"""
+GOOD = external_config(timeout="5s")
 
 # Generous: today these end in seconds-to-minutes and gigabytes, or never.
 WALL_LIMIT = 20.0
@@ -104,7 +97,7 @@ def test_nesting_past_the_limit_names_the_line(tmp_path: Path) -> None:
 def test_a_billion_laughs_is_refused_at_the_alias_that_overflows(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(alias_bomb())
-    assert_clean_error(config, "an alias makes the document larger than 100,000 values")
+    assert_clean_error(config, "aliases make the document larger by more than 100,000 values")
     assert f"{config}:14: " in check_config(config)[1]  # a5 passes 100,000
 
 
@@ -114,15 +107,31 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
     assert_clean_error(config, f"{config}:8: alias *loop refers to a value that contains it")
 
 
-def test_a_config_past_one_mib_is_refused_before_parsing(tmp_path: Path) -> None:
+def test_a_config_past_sixteen_mib_is_refused_before_parsing(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(GOOD + "# " + "x" * (1 << 20) + "\n")
-    assert_clean_error(config, "the file is larger than 1 MiB")
+    config.write_text(GOOD + "# " + "x" * (16 << 20) + "\n")
+    assert_clean_error(config, "the file is larger than 16 MiB")
+
+
+def test_a_large_plain_config_is_not_taken_for_a_bomb(tmp_path: Path) -> None:
+    # 10,000 targets' worth of plain values (the scale goal), no alias: it loads. Run in a
+    # process of its own, so this worker's memory stays small for the RSS measurements.
+    code = (
+        "from prober.config.yamlsource import load_yaml\n"
+        "text = 'items:\\n' + ''.join(f'  - {{name: t{i}, a: 1, b: 2, c: [x, y, z]}}\\n'"
+        " for i in range(60_000))\n"
+        "print(len(load_yaml(text).data['items']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "60000"
 
 
 def test_dev_zero_as_the_config_is_refused(tmp_path: Path) -> None:
     code, err, rss = check_config(Path("/dev/zero"))
-    assert code == 2 and "/dev/zero: the file is larger than 1 MiB" in err, err
+    assert code == 2 and "/dev/zero: the file is larger than 16 MiB" in err, err
     assert rss < RSS_LIMIT_KB
 
 
@@ -232,7 +241,19 @@ def test_sighup_with_each_bomb_keeps_the_config_and_reports_failure(tmp_path: Pa
     assert "never retrieved" not in log and "Traceback" not in log
     assert "RecursionError" not in log and "MemoryError" not in log
     assert "nested deeper" in failures[0] or "nesting depth" in failures[0]
-    assert "larger than 100,000 values" in failures[1]
+    assert "larger by more than 100,000 values" in failures[1]
     assert "/dev/zero is not a regular file" in failures[2]
     assert "key.fifo is not a regular file" in failures[3]
     assert log.count("configuration reloaded") == len(BOMBS)
+
+
+def test_long_and_short_secrets_are_both_scrubbed() -> None:
+    from prober.config.secrets import REDACTED, redact, remember
+
+    long_secret = "-----BEGIN KEY-----" + "k" * 4000 + "-----END KEY-----"
+    remember(long_secret)
+    remember("short-canary-7c1f")
+    text = f"a {long_secret} b short-canary-7c1f c {long_secret[:-1]}"
+    scrubbed = redact(text)
+    assert long_secret not in scrubbed and "short-canary-7c1f" not in scrubbed
+    assert scrubbed.startswith(f"a {REDACTED} b {REDACTED} c ")

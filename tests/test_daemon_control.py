@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .chat_app import ChatServer, free_port
-from .daemon_util import ROOT, Daemon, sample
+from .daemon_util import ROOT, Daemon, run_in_foreground, sample
 
 
 def config_text(chat: ChatServer, extra_target: bool = False, lifecycle: bool = True) -> str:
@@ -137,23 +137,10 @@ def test_json_logs_and_lifecycle_off(tmp_path: Path, chat) -> None:
 def test_listen_address_in_use_is_a_clear_error(tmp_path: Path, chat) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(config_text(chat))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prober",
-            "run",
-            "-c",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{chat.port}",
-        ],
-        cwd=ROOT,
+    done = run_in_foreground(
+        config,
+        f"127.0.0.1:{chat.port}",
         env={"CHAT_PASSWORD": chat.password, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
     )
     assert done.returncode == 2
     assert "cannot listen on 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr

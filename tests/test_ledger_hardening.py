@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -17,7 +16,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from prober.cli import main
 from prober.config.models import parse_config
 from prober.ledger.store import Ledger, MinuteRow
 from prober.records import Attempt, ClosedMinute
@@ -33,21 +30,13 @@ from prober.runtime.prober import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
 from .chat_app import free_port
-from .conftest import BASE_TARGET
-from .daemon_util import ROOT, Daemon, sample
+from .cli_util import digest, on_demo, run
+from .conftest import BASE_TARGET, external_config
+from .daemon_util import ROOT, Daemon, cli, run_in_foreground, sample
+from .runtime_util import BASE, FakeClock
 
 MARCH_1 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) // 60
 HEADER = "target,probe,minute,state,reason\n"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def now_minute() -> int:
@@ -145,17 +134,7 @@ def test_a_future_row_is_not_the_newest_closed_minute_and_the_month_agrees_with_
     # The current service month began yesterday at 00:00 UTC, so the minutes below are in it.
     anchor = (datetime.now(UTC).date() - timedelta(days=1)).replace(year=2025, month=1)
     config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""\
-            ledger: {{path: ledger.sqlite3}}
-            targets:
-              - name: box
-                kind: external
-                external: {{command: ["true"]}}
-                probes: {{login: {{attempts_per_minute: 1, timeout: 5s}}}}
-                sla: {{service_month_anchor: {anchor}}}
-            """)
-    )
+    config.write_text(external_config(timeout="5s", anchor=anchor))
     start = now_minute()
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         ledger.write_minutes(
@@ -175,27 +154,8 @@ def test_a_future_row_is_not_the_newest_closed_minute_and_the_month_agrees_with_
     assert last is not None and (start - 1) * 60 <= last <= time.time() - 60
     assert sample(metrics, "im_sla_downtime_seconds", target="box") == 180
     # The same month from `report`, as of the end of the daemon's newest closed minute.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prober",
-            "report",
-            "-c",
-            str(config),
-            "--target",
-            "box",
-            "--format",
-            "json",
-            "--now",
-            datetime.fromtimestamp(last + 60, UTC).isoformat(),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    report = json.loads(done.stdout)
+    now = datetime.fromtimestamp(last + 60, UTC).isoformat()
+    report = json.loads(cli(config, "report", "--target", "box", "--format", "json", "--now", now))
     assert report["minutes"]["apparent_failure"] * 60 == 180
     assert sample(metrics, "im_sla_availability_ratio", target="box") == pytest.approx(
         report["sla_availability"]
@@ -450,43 +410,19 @@ def test_a_ledger_opened_while_read_only_writes_once_the_file_is_writable(tmp_pa
     ledger.close()
 
 
-FAKE_START = 29_930_000 * 60  # a whole minute, as epoch seconds
-
-
-class FakeClock:
-    def __init__(self, wall: float) -> None:
-        self.now = wall
-        self._mono = 1000.0
-
-    def wall(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        self._mono += 0.001
-        return self._mono
-
-
 def test_a_prober_started_on_a_read_only_ledger_buffers_and_records_the_gap_later(
     tmp_path: Path,
 ) -> None:
-    text = textwrap.dedent("""\
-        ledger: {path: ledger.sqlite3}
-        targets:
-          - name: t
-            kind: external
-            external: {command: ["true"]}
-            probes: {login: {attempts_per_minute: 1, timeout: 1s}}
-            sla: {service_month_anchor: 2026-01-01}
-        """)
+    text = external_config("t")
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    start = int(FAKE_START // 60)
+    start = int(BASE // 60)
     ledger_path = tmp_path / "ledger.sqlite3"
     with Ledger(ledger_path) as ledger:
         ledger.write_minutes([available("t", start - 20 + i) for i in range(10)])  # to start-11
 
     async def scenario() -> None:
-        clock = FakeClock(FAKE_START + 5)
+        clock = FakeClock(BASE + 5)
         with immutable(ledger_path):
             ledger = Ledger(ledger_path)
             prober = Prober(parse_config(text, path), ledger, clock=clock)
@@ -513,17 +449,7 @@ def test_a_prober_started_on_a_read_only_ledger_buffers_and_records_the_gap_late
 
 def _box_config(tmp_path: Path, ledger: str = "ledger.sqlite3", per_minute: int = 1) -> Path:
     config = tmp_path / "config.yaml"
-    config.write_text(
-        textwrap.dedent(f"""\
-            ledger: {{path: {ledger}}}
-            targets:
-              - name: box
-                kind: external
-                external: {{command: ["true"]}}
-                probes: {{login: {{attempts_per_minute: {per_minute}, timeout: 1s}}}}
-                sla: {{service_month_anchor: 2026-01-01}}
-            """)
-    )
+    config.write_text(external_config(ledger=ledger, per_minute=per_minute))
     return config
 
 
@@ -577,23 +503,7 @@ def test_a_second_daemon_on_the_same_ledger_is_refused_until_the_first_is_gone(
     config = _box_config(tmp_path)
     first = Daemon(config, free_port()).start()
     assert first.proc is not None
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prober",
-            "run",
-            "-c",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{free_port()}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    second = run_in_foreground(config, f"127.0.0.1:{free_port()}")
     assert second.returncode == 2, second.stderr
     assert str(tmp_path / "ledger.sqlite3") in second.stderr
     assert f"another im-prober daemon (pid {first.proc.pid})" in second.stderr
@@ -623,13 +533,10 @@ def test_evidence_refuses_a_folder_that_is_not_empty_unless_force_and_never_fore
     ]
 
     def evidence(out: Path, *extra: str) -> tuple[int, str, str]:
-        return run(
+        return on_demo(
             capsys,
+            march_ledger,
             "evidence",
-            "-c",
-            str(march_ledger),
-            "--target",
-            "demo",
             "--month",
             "2026-03",
             "--out",
@@ -671,36 +578,17 @@ def test_evidence_refuses_a_folder_that_is_not_empty_unless_force_and_never_fore
 
 
 def test_a_report_of_a_month_that_has_not_started_says_so_once(march_ledger: Path, capsys) -> None:
-    argv = (
-        "report",
-        "-c",
-        str(march_ledger),
-        "--target",
-        "demo",
-        "--month",
-        "2026-09",
-        "--now",
-        "2026-06-10T00:00:00Z",
-    )
+    argv = ("report", "--month", "2026-09", "--now", "2026-06-10T00:00:00Z")
     for fmt in ("text", "html"):
-        code, out, _ = run(capsys, *argv, "--format", fmt)
+        code, out, _ = on_demo(capsys, march_ledger, *argv, "--format", fmt)
         assert code == 0
         assert "(in progress)" not in out
         assert "(not started yet)" in out and "NO DATA: the service month starts 2026-09-17" in out
 
 
 def test_a_report_of_a_month_just_begun_is_in_progress(march_ledger: Path, capsys) -> None:
-    code, out, _ = run(
-        capsys,
-        "report",
-        "-c",
-        str(march_ledger),
-        "--target",
-        "demo",
-        "--month",
-        "2026-03",
-        "--now",
-        "2026-03-17T00:00:30+08:00",
+    code, out, _ = on_demo(
+        capsys, march_ledger, "report", "--month", "2026-03", "--now", "2026-03-17T00:00:30+08:00"
     )
     assert code == 0 and "(in progress)" in out
     assert "NO DATA: no minute of the service month has ended yet" in out

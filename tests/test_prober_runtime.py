@@ -14,21 +14,7 @@ from prober.runtime.prober import Prober
 from prober.sla import Outcome, Reason, State
 
 from .chat_app import free_port
-
-BASE = 29_930_000 * 60  # a whole minute, as epoch seconds
-
-
-class FakeClock:
-    def __init__(self, wall: float) -> None:
-        self.now = wall
-        self._mono = 1000.0
-
-    def wall(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        self._mono += 0.001
-        return self._mono
+from .runtime_util import BASE, FakeClock
 
 
 def make(

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,8 +53,8 @@ from prober.sla import Outcome, Reason, State
 
 from .chat_app import ChatServer, free_port
 from .child_process import Isolated, isolated
+from .runtime_util import BASE, FakeClock
 from .tencent_emulator import TencentEmulator
-from .test_prober_runtime import FakeClock
 
 TIMEOUT = 3.0
 SPARE = 32  # descriptors between the highest one open and the lowered limit, all then taken
@@ -412,12 +412,13 @@ def test_an_untried_network_round_repeats_the_last_round_that_was_observed(
 
 # -- the runtime: what the minute becomes ----------------------------------------------
 
-BASE = 29_930_000 * 60  # a whole minute, as epoch seconds
 
-
+@contextlib.asynccontextmanager
 async def started_prober(
     tmp_path: Path, chat_url: str, *, network: bool
-) -> tuple[Prober, FakeClock, Ledger]:
+) -> AsyncIterator[tuple[Prober, FakeClock, Ledger]]:
+    """A started Prober whose timers are cancelled (the test runs the minute's attempts
+    itself), stopped when the block ends."""
     closed = free_port()
     check = f"network_check: {{urls: ['{chat_url}/ping'], timeout: 1s}}" if network else ""
     text = textwrap.dedent(f"""\
@@ -441,9 +442,12 @@ async def started_prober(
     clock = FakeClock(BASE + 5)
     prober = Prober(parse_config(text, path), ledger, clock=clock)
     await prober.start()
-    for timer in list(prober.clockwork.timers):  # the test runs the minute's attempts itself
+    for timer in list(prober.clockwork.timers):
         timer.cancel()
-    return prober, clock, ledger
+    try:
+        yield prober, clock, ledger
+    finally:
+        await prober.stop()
 
 
 async def run_attempt(prober: Prober, clock: FakeClock, probe: str) -> None:
@@ -464,13 +468,10 @@ async def close_minute(prober: Prober, clock: FakeClock, ledger: Ledger, minute:
 
 def _minute_with_login_starved(tmp_path: Path, chat_url: str):
     async def main():
-        prober, clock, ledger = await started_prober(tmp_path, chat_url, network=False)
-        try:
+        async with started_prober(tmp_path, chat_url, network=False) as (prober, clock, ledger):
             with descriptors_used_up():
                 await run_attempt(prober, clock, "login")
             return await close_minute(prober, clock, ledger, BASE // 60)
-        finally:
-            await prober.stop()
 
     return asyncio.run(main())
 
@@ -485,16 +486,13 @@ def test_a_healthy_service_is_not_an_apparent_failure_when_the_prober_has_no_des
 
 def _minute_with_a_refusal_beside_starved_ones(tmp_path: Path, chat_url: str):
     async def main():
-        prober, clock, ledger = await started_prober(tmp_path, chat_url, network=True)
-        try:
+        async with started_prober(tmp_path, chat_url, network=True) as (prober, clock, ledger):
             with descriptors_used_up():
                 assert prober.netcheck is not None
                 await prober.netcheck.round_into(BASE // 60, prober.clockwork.book, prober.stats)
                 await run_attempt(prober, clock, "login")
             await run_attempt(prober, clock, "send_c2c")  # refused: the provider's failure
             return await close_minute(prober, clock, ledger, BASE // 60)
-        finally:
-            await prober.stop()
 
     return asyncio.run(main())
 
@@ -541,14 +539,11 @@ ESCAPES = [("descriptors", LOCAL_RESOURCES), ("memory", LOCAL_RESOURCES), ("bug"
 
 def _runtime_records(what: str, tmp_path: Path, chat_url: str) -> tuple[Outcome, str]:
     async def main():
-        prober, clock, _ = await started_prober(tmp_path, chat_url, network=False)
-        try:
+        async with started_prober(tmp_path, chat_url, network=False) as (prober, clock, _):
             planned = Planned(clock.now, "t", "login", 1.0, 60.0)
             prober.clockwork.book.started(planned.minute)
             await prober.clockwork.attempt(planned, Starving(what))
             return prober.clockwork.book.attempts[("t", planned.minute)]
-        finally:
-            await prober.stop()
 
     [recorded] = asyncio.run(main())
     return recorded.outcome, recorded.error_kind

@@ -22,7 +22,7 @@ from prober.runtime.writer import MinuteWriter
 from prober.sla import Outcome, Reason, State
 from prober.stats import RuntimeStats
 
-from .test_prober_runtime import FakeClock
+from .runtime_util import FakeClock
 
 M = 29_930_000  # an epoch minute (2026-11-27T17:20Z): the maintenance window below holds M+2..M+3
 WINDOW = "2026-11-27T17:22:00Z"

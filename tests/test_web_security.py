@@ -285,3 +285,11 @@ def test_an_empty_web_config_means_plain_http_without_auth(tmp_path: Path):
     assert security.tls is None and not security.auth_required
     assert security.is_open("/metrics")
     assert WebConfigFile().open_health_endpoints is False
+
+
+def test_dev_zero_as_the_web_config_is_refused_not_read_forever(tmp_path: Path) -> None:
+    from prober.errors import UserError
+    from prober.expose.webconfig import load_web_config
+
+    with pytest.raises(UserError, match="larger than 16 MiB"):
+        load_web_config(Path("/dev/zero"))

@@ -24,6 +24,11 @@ _known_lock = threading.Lock()
 EPHEMERAL_KEPT = 256
 _pattern: re.Pattern[str] | None = None
 _pattern_stale = False  # rebuilt on the next redact(), not on every remember()
+# Secrets longer than this (a key file) are replaced one by one instead: compiling a regular
+# expression costs time per character of it (64 secrets of 64 KiB took 7 s to compile),
+# while a substring search over a log line is cheap whatever the secret's length.
+LONG_SECRET = 256
+_long: tuple[str, ...] = ()
 
 # Values too short to scrub safely (they would mangle ordinary text); refused at load.
 MIN_SECRET_LENGTH = 4
@@ -95,12 +100,14 @@ def remember(value: str, *, ephemeral: bool = False) -> None:
 
 
 def _current_pattern() -> re.Pattern[str] | None:
-    global _pattern, _pattern_stale
+    global _pattern, _pattern_stale, _long
     if _pattern_stale:
         with _known_lock:
             if _pattern_stale:
                 ordered = sorted({*_known, *_ephemeral}, key=len, reverse=True)
-                _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+                _long = tuple(v for v in ordered if len(v) > LONG_SECRET)
+                short = [v for v in ordered if len(v) <= LONG_SECRET]
+                _pattern = re.compile("|".join(map(re.escape, short))) if short else None
                 _pattern_stale = False
     return _pattern
 
@@ -109,6 +116,9 @@ def redact(text: str) -> str:
     if not text:
         return text
     pattern = _current_pattern()
+    for value in _long:  # longest first, like the pattern's alternatives
+        if value in text:
+            text = text.replace(value, REDACTED)
     return text if pattern is None else pattern.sub(REDACTED, text)
 
 

@@ -41,9 +41,13 @@ class YamlError(ValueError):
 # Bounds on what one config may cost to load: a hostile or broken file gets a clear error in
 # well under a second instead of exhausting the stack or the memory. Real configs stay far
 # below them (a thousand targets are ~0.2 MiB and ~25,000 values).
-MAX_BYTES = 1 << 20
+# A config of 10,000 targets is a few MiB; the bound keeps `-c /dev/zero` and a typo'd log
+# file from being read whole.
+MAX_BYTES = 16 << 20
 MAX_DEPTH = 64  # collections inside collections
-MAX_VALUES = 100_000  # after aliases are expanded: `*a` counts every value it stands for
+# Values reached through aliases (`*a` counts every value it stands for): a file's own
+# values are bounded by its size, but a few lines of aliases can stand for billions.
+MAX_ALIASED = 100_000
 
 try:
     # libyaml scans and parses about six times faster than the pure-Python parser; the
@@ -73,16 +77,20 @@ class _StrictLoader(
         yaml.constructor.SafeConstructor.__init__(self)
         yaml.resolver.Resolver.__init__(self)
         self._depth = 0
-        self._values = 0
+        self._values = 0  # values composed so far, aliases expanded (sizes the anchors)
+        self._aliased = 0
         self._open_anchors: set[str] = set()
         self._anchor_values: dict[str, int] = {}
 
-    def _count(self, values: int, mark: Any, what: str) -> None:
+    def _count(self, values: int, mark: Any, aliased: bool) -> None:
         self._values += values
-        if self._values > MAX_VALUES:
-            raise YamlError(
-                f"{what} makes the document larger than {MAX_VALUES:,} values", mark.line + 1
-            )
+        if aliased:
+            self._aliased += values
+            if self._aliased > MAX_ALIASED:
+                raise YamlError(
+                    f"aliases make the document larger by more than {MAX_ALIASED:,} values",
+                    mark.line + 1,
+                )
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -92,12 +100,12 @@ class _StrictLoader(
                     f"alias *{event.anchor} refers to a value that contains it",
                     event.start_mark.line + 1,
                 )
-            self._count(self._anchor_values.get(event.anchor, 1), event.start_mark, "an alias")
+            self._count(self._anchor_values.get(event.anchor, 1), event.start_mark, True)
             return super().compose_node(parent, index)
         collection = isinstance(event, yaml.CollectionStartEvent)
         if collection and self._depth >= MAX_DEPTH:
             raise YamlError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark.line + 1)
-        self._count(1, event.start_mark, "this value")
+        self._count(1, event.start_mark, False)
         anchor = event.anchor
         before = self._values - 1
         if anchor is not None:

@@ -33,6 +33,7 @@ from pydantic import AfterValidator, Field
 
 from ..config.fields import Strict
 from ..config.models import validate_document
+from ..config.yamlsource import YamlError, read_yaml_file
 from ..errors import UserError
 
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
@@ -192,9 +193,11 @@ def load_web_config(path: Path | None) -> WebSecurity:
     if path is None:
         return WebSecurity(None, WebConfigFile())
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_file(path)  # bounded: `--web.config.file /dev/zero` is refused
     except FileNotFoundError:
         raise UserError(f"{path}: web config file not found") from None
+    except YamlError as exc:
+        raise UserError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the web config: {exc}") from None
     if not text.strip():

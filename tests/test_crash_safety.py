@@ -30,6 +30,8 @@ CLOSE_DELAY = TIMEOUT + 2  # largest timeout + default close grace
 TARGETS = 40  # enough rows that writing a minute takes a measurable moment
 MINUTES = 5
 KILLS_PER_MINUTE = 7  # one aimed at the minute's write, the rest at random moments
+KILLS = 30  # at least; a busy machine restarts slower, so it may take a minute or two more
+EXTRA_MINUTES = 2
 COUNTERS = ("im_minute_verdicts_total", "im_probe_attempts_total", "im_probe_minute_verdicts_total")
 
 
@@ -83,7 +85,9 @@ def crashed(tmp_path_factory):
         seen.update(now)
 
     first = next_minute()
-    for minute in range(first, first + MINUTES):
+    for minute in range(first, first + MINUTES + EXTRA_MINUTES):
+        if minute >= first + MINUTES and len(kills) >= KILLS:
+            break
         # Aim at the moment the previous minute is written (its close tick).
         close_at = minute * 60 + CLOSE_DELAY
         wait_until(close_at - 0.3)
@@ -127,7 +131,7 @@ def crashed(tmp_path_factory):
 
 def test_at_least_30_kills_some_during_a_write(crashed):
     kills = crashed["kills"]
-    assert len(kills) >= 30
+    assert len(kills) >= KILLS
     assert sum(1 for _, how in kills if how == "during write") >= 3
     assert crashed["stop_code"] == 0
 

@@ -149,6 +149,21 @@ def follow_timeline(m0: int, timeline: list[tuple[float, Callable[[], object]]])
         switch()
 
 
+def five_minutes(
+    daemon: Daemon, timeline: list[tuple[float, Callable[[], object]]], timeout: float
+) -> dict[str, object]:
+    """Start `daemon`, switch along `timeline` from the next minute (M0) on, and once M4
+    has closed take /metrics, stop the daemon and read its log."""
+    daemon.start()
+    m0 = next_minute()
+    follow_timeline(m0, timeline)
+    wait_until((m0 + 5) * 60 + timeout + 2 + 3)  # M4 has closed
+    observed: dict[str, object] = {"m0": m0, "metrics": daemon.metrics()}
+    observed["stop"] = daemon.stop()
+    observed["log"] = daemon.log.read_text()
+    return observed
+
+
 def cli(config: Path, *args: str) -> str:
     """What `im-prober <args> -c <config>` prints, run as its own process (it must succeed)."""
     done = subprocess.run(
@@ -171,6 +186,12 @@ def exported_minutes(config: Path, *args: str) -> dict[int, tuple[str, str]]:
             stamp = time.strptime(minute, "%Y-%m-%dT%H:%M:%SZ")
             rows[(int(time.mktime(stamp)) - time.timezone) // 60] = (state, reason)
     return rows
+
+
+def five_states(observed: dict, *export_args: str) -> list[tuple[str, str]]:
+    """(state, reason) of minutes M0 to M4 of a five_minutes run, as the ledger has them."""
+    rows = exported_minutes(observed["config"], *export_args)
+    return [rows[observed["m0"] + k] for k in range(5)]
 
 
 def run_in_foreground(

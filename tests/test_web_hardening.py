@@ -274,7 +274,7 @@ def secured_app(tmp_path: Path) -> web.Application:
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
     (tmp_path / "web.yml").write_text(f"basic_auth_users: {{ops: '{hashed}'}}\n")
     security = load_web_config(tmp_path / "web.yml")
-    return make_app(lambda: None, None, lambda: security)  # type: ignore[arg-type,return-value]
+    return make_app(lambda _om: b"", lambda: (True, "ok"), None, lambda: security)
 
 
 def test_a_malformed_request_is_logged_without_its_bytes(tmp_path: Path, caplog) -> None:

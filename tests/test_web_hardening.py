@@ -235,7 +235,7 @@ def test_the_cap_is_never_more_than_a_quarter_of_the_descriptor_limit() -> None:
     code = (
         "import resource\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
-        "from prober.listener import connection_cap\n"
+        "from prober.expose.listener import connection_cap\n"
         "print(connection_cap(1000), connection_cap(10))\n"
     )
     done = subprocess.run(

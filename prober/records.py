@@ -19,6 +19,9 @@ class Attempt:
     error_code: int | None = None  # the provider's own error code, when it gave one
     http_status: int | None = None
     detail: str = ""  # short, already redacted
+    # notAfter (epoch seconds) of the peer certificate the attempt saw; live only, the
+    # ledger does not store it
+    tls_not_after: float | None = None
 
     @property
     def minute(self) -> int:

@@ -43,9 +43,22 @@ class RuntimeStats:
     reload_timestamp: float = 0.0
     lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
     durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    # the latest certificate notAfter each (target, probe) saw: the latest, not the least,
+    # so a renewed certificate replaces the old one
+    tls_not_after: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def observe_duration(self, target: str, probe: str, seconds: float) -> None:
         histogram = self.durations.get((target, probe))
         if histogram is None:
             histogram = self.durations[(target, probe)] = Histogram(DURATION_BUCKETS)
         histogram.observe(seconds)
+
+    def saw_certificate(self, target: str, probe: str, not_after: float | None) -> None:
+        """An attempt without TLS (or that failed before it) keeps the probe's last value."""
+        if not_after is not None:
+            self.tls_not_after[(target, probe)] = not_after
+
+    def earliest_certificate_expiry(self, target: str, probes: Sequence[str]) -> float | None:
+        """The earliest notAfter the target's probes last saw; None when none saw TLS."""
+        seen = [v for p in probes if (v := self.tls_not_after.get((target, p))) is not None]
+        return min(seen) if seen else None

@@ -56,6 +56,7 @@ def test_rules_use_only_series_the_daemon_exposes() -> None:
     view.track("t", ServiceCalendar(date(2026, 1, 1), "UTC"))
     view.targets["t"].add(MINUTE, State.AVAILABLE)
     process = RuntimeStats(network_up=1)
+    process.saw_certificate("t", "login", 2_000_000_000.0)  # shown only for targets over TLS
     exposition = Exposition(view, process, "test")
     exposition.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS)])
     text = exposition.render(MINUTE * 60 + 90).decode()

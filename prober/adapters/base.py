@@ -7,8 +7,12 @@ closer owns verdicts, the ledger and metrics never appear here.
 from __future__ import annotations
 
 import errno
+import ssl
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from datetime import UTC
+from functools import lru_cache
 from typing import ClassVar
 
 from ..config.fields import Strict
@@ -49,6 +53,9 @@ class Result:
     error_code: int | None = None
     http_status: int | None = None
     detail: str = ""
+    # notAfter (epoch seconds) of the earliest peer certificate this attempt's connections
+    # showed; None without TLS or when it could not be read
+    tls_not_after: float | None = None
 
     @classmethod
     def ok(cls, detail: str = "", http_status: int | None = None) -> Result:
@@ -59,7 +66,7 @@ class Result:
         detail = redact(self.detail.replace("\n", " ").strip())
         if len(detail) > DETAIL_LIMIT:
             detail = detail[: DETAIL_LIMIT - 1] + "…"
-        return Result(self.outcome, self.error_kind, self.error_code, self.http_status, detail)
+        return replace(self, detail=detail)
 
 
 def failure(kind: str, detail: str = "", **extra: int | None) -> Result:
@@ -139,6 +146,50 @@ def unexpected_error(exc: Exception) -> Result:
     return prober_fault(INTERNAL, f"internal error: {type(exc).__name__}")
 
 
+# The notAfter values the running attempt's connections showed. A context variable rather
+# than an argument: the transports that see a handshake (a connector, slixmpp's callbacks)
+# are shared by the target's attempts, and tasks an attempt starts inherit the list.
+_certificates_seen: ContextVar[list[float] | None] = ContextVar("certificates_seen", default=None)
+
+
+def saw_certificate(not_after: float | None) -> None:
+    """Note a peer certificate's notAfter for the attempt running in this context."""
+    seen = _certificates_seen.get()
+    if seen is not None and not_after is not None:
+        seen.append(not_after)
+
+
+def peer_not_after(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> float | None:
+    """The notAfter of the peer's leaf certificate (the only one Python's ssl hands out
+    without extra work, so not the chain's earliest), in epoch seconds; None without one."""
+    if ssl_object is None:
+        return None
+    try:
+        parsed = ssl_object.getpeercert()
+        if parsed and "notAfter" in parsed:
+            return float(ssl.cert_time_to_seconds(str(parsed["notAfter"])))
+        der = ssl_object.getpeercert(binary_form=True)
+    except (ValueError, ssl.SSLError):
+        return None
+    # An unverified connection (tls_verify: false) gives only the DER form.
+    return _der_not_after(der) if der else None
+
+
+@lru_cache(maxsize=64)  # keep-alive and kept sessions show the same certificate again
+def _der_not_after(der: bytes) -> float | None:
+    """notAfter from a DER certificate, read by slixmpp's pyasn1-based parser (a dependency
+    already). It reads only UTCTime, so a notAfter after 2049 (GeneralizedTime) is None."""
+    from slixmpp.xmlstream.cert import extract_dates
+
+    try:
+        _, not_after = extract_dates(der)
+    except Exception:  # hostile bytes: any decoder error means "unknown", never a fault
+        return None
+    if not_after is None:
+        return None
+    return not_after.replace(tzinfo=UTC).timestamp()
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeContext:
     """What an attempt may know about itself (handed to templates and commands)."""
@@ -167,6 +218,18 @@ class Adapter(ABC):
         """What is wrong with running these probes with this section (names it cannot run)."""
         unknown = [p for p in probes if cls.probes and p not in cls.probes]
         return [f"kind {cls.kind} has no probe {p}" for p in unknown]
+
+    async def attempt_noting_tls(self, context: ProbeContext) -> Result:
+        """`attempt()`, with the earliest certificate notAfter its connections showed."""
+        seen: list[float] = []
+        token = _certificates_seen.set(seen)
+        try:
+            result = await self.attempt(context)
+        finally:
+            _certificates_seen.reset(token)
+        if seen and result.tls_not_after is None:
+            result = replace(result, tls_not_after=min(seen))
+        return result
 
     @abstractmethod
     async def attempt(self, context: ProbeContext) -> Result:

@@ -44,6 +44,18 @@ def ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+class _CertificateNotingConnector(aiohttp.TCPConnector):
+    """Tells the running attempt which certificate each request's connection showed: at
+    connect time, since a response without a body hands its connection back at once."""
+
+    async def connect(self, req, traces, timeout):  # type: ignore[no-untyped-def]
+        connection = await super().connect(req, traces, timeout)
+        transport = connection.transport
+        if transport is not None:
+            base.saw_certificate(base.peer_not_after(transport.get_extra_info("ssl_object")))
+        return connection
+
+
 def make_session(
     *,
     verify: bool = True,
@@ -52,7 +64,7 @@ def make_session(
     fresh_connection: bool = False,
 ) -> aiohttp.ClientSession:
     """A session for one target. Must be created inside the running event loop."""
-    connector = aiohttp.TCPConnector(
+    connector = _CertificateNotingConnector(
         limit=max_connections,
         ssl=ssl_context(verify, str(ca_file) if ca_file else None),
         keepalive_timeout=None if fresh_connection else KEEPALIVE_SECONDS,

@@ -194,6 +194,7 @@ class _Session:
         loop = asyncio.get_running_loop()
         self.started: asyncio.Future[base.Result | None] = loop.create_future()
         self.dead: base.Result | None = None
+        self.not_after: float | None = None  # the server certificate's, once encrypted
         self.rooms: set[str] = set()  # occupant JIDs (room/nick) we are joined as
         self._create = False
         self._joins: dict[str, asyncio.Future[base.Result | None]] = {}
@@ -268,6 +269,7 @@ class _Session:
                 self._fail(base.failure(base.TLS, "the server offered no STARTTLS"))
                 self.abort()
                 return True
+            self.not_after = base.peer_not_after(transport.get_extra_info("ssl_object"))
             if self._register_first:
                 self._register_first = False
                 offered = features.xml.find(f"{{{REGISTER_FEATURE}}}register") is not None
@@ -510,6 +512,7 @@ class XmppAdapter(base.Adapter):
         async with lock:
             session = self.sessions.get(role)
             if session is not None and session.dead is None and session.started.done():
+                base.saw_certificate(session.not_after)  # kept: its handshake was earlier
                 return session
             if session is not None:
                 session.abort()
@@ -530,6 +533,7 @@ class XmppAdapter(base.Adapter):
                 raise
             if role == "peer":
                 session.client.send_presence()  # available: chat to the bare JID reaches it
+            base.saw_certificate(session.not_after)
             return session
 
     def _drop(self, *roles: str) -> None:
@@ -577,6 +581,7 @@ class XmppAdapter(base.Adapter):
                 await session.open()
             except _XmppError as exc:
                 raise _XmppError(self._with_timings(exc.result, session)) from None
+            base.saw_certificate(session.not_after)
             timings = session.timings()
             stage[0] = "while closing"
             await session.close()

@@ -371,6 +371,26 @@ class Exposition:
         out.append(
             f"im_config_last_reload_success_timestamp_seconds {_number(p.reload_timestamp)}\n"
         )
+        expiries = [
+            (t.name, expiry)
+            for t in self.targets
+            if (expiry := p.earliest_certificate_expiry(t.name, t.probes)) is not None
+        ]
+        if expiries:
+            out.append(
+                header(
+                    "im_probe_tls_cert_expiry_timestamp_seconds",
+                    "gauge",
+                    "Earliest notAfter (Unix time) of the leaf certificates the target's "
+                    "probes last saw; only targets reached over TLS.",
+                    om,
+                )
+            )
+            out.extend(
+                f'im_probe_tls_cert_expiry_timestamp_seconds{{target="{_escape(name)}"}} '
+                f"{_number(expiry)}\n"
+                for name, expiry in expiries
+            )
         out.append(header("im_prober_build_info", "gauge", "The running im-prober's version.", om))
         out.append(f'im_prober_build_info{{version="{_escape(self.version)}"}} 1\n')
         return "".join(out)

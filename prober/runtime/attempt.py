@@ -26,7 +26,7 @@ async def run_attempt(
     t0 = clock.monotonic()
     try:
         async with asyncio.timeout(context.timeout):
-            result = await adapter.attempt(context)
+            result = await adapter.attempt_noting_tls(context)
     except TimeoutError:
         result = adapter_base.failure(
             adapter_base.TIMEOUT, f"no answer within {context.timeout:g}s"
@@ -47,4 +47,5 @@ async def run_attempt(
         result.error_code,
         result.http_status,
         result.detail,
+        result.tls_not_after,
     )

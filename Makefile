@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := config/sample.yaml
+DEMO_DIR ?= data/demo  # where `im-prober demo` keeps its pid file (its default --dir)
 
 .PHONY: run outage report test lint bench clean system-deps
 
@@ -19,7 +20,7 @@ run: $(BIN)/.installed
 
 # While `make run` is running: make the homeserver fail for the next whole minute.
 outage:
-	@pid=$$(cat data/demo/demo.pid 2>/dev/null) && kill -0 "$$pid" 2>/dev/null || { \
+	@pid=$$(cat $(DEMO_DIR)/demo.pid 2>/dev/null) && kill -0 "$$pid" 2>/dev/null || { \
 	  echo "make outage: no demo is running (start it with 'make run' in another terminal)" >&2; \
 	  exit 1; }; \
 	kill -USR1 "$$pid" && echo "make outage: the homeserver fails for the next whole minute"

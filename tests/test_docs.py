@@ -59,14 +59,44 @@ def test_check_config_without_skip_secrets_names_each_unset_variable(capsys) -> 
 
 
 def test_make_outage_without_a_running_demo_says_so(tmp_path: Path) -> None:
-    result = subprocess.run(
-        ["make", "-s", "-C", str(ROOT), "outage"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
-        cwd=tmp_path,
-    )
-    if not (ROOT / "data/demo/demo.pid").exists():
+    for pid_file in (None, "999999999\n"):  # no pid file; a pid file left by a dead demo
+        if pid_file is not None:
+            (tmp_path / "demo.pid").write_text(pid_file)
+        result = subprocess.run(
+            ["make", "-s", "-C", str(ROOT), "outage", f"DEMO_DIR={tmp_path}"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        )
         assert result.returncode != 0
         assert "no demo is running" in result.stderr
         assert "No such file" not in result.stderr
+
+
+def test_make_outage_signals_a_running_demo(tmp_path: Path) -> None:
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+            "print('ready', flush=True)\n"
+            "signal.sigwait({signal.SIGUSR1})\n"
+            "sys.exit(7)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        (tmp_path / "demo.pid").write_text(f"{waiter.pid}\n")
+        assert waiter.stdout is not None and waiter.stdout.readline() == "ready\n"
+        result = subprocess.run(
+            ["make", "-s", "-C", str(ROOT), "outage", f"DEMO_DIR={tmp_path}"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        )
+        assert result.returncode == 0, result.stderr
+        assert waiter.wait(10) == 7
+    finally:
+        waiter.kill()

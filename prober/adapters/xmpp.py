@@ -36,6 +36,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -565,10 +566,8 @@ class XmppAdapter(base.Adapter):
             if isinstance(where, _Session):  # a login: say which phase hung, and the others
                 where = f"in {where.stage} ({where.timings() or 'nothing answered'})"
             return base.failure(base.TIMEOUT, f"no answer within {context.timeout:g}s {where}")
-        except Exception as exc:
-            if base.local_resource_error(exc):
-                return base.local_resource_fault(exc, stage[0])
-            raise
+        # Anything else escapes to the runtime's catch-all (run_attempt), which names the
+        # prober's own shortages as local_resources and everything else as internal.
 
     async def _login(self, stage: list[str]) -> base.Result:
         config = self.config
@@ -594,9 +593,7 @@ class XmppAdapter(base.Adapter):
         timings = session.timings()
         if not timings:
             return result
-        return base.Result(
-            result.outcome, result.error_kind, detail=f"{result.detail} (after {timings})"
-        )
+        return replace(result, detail=f"{result.detail} (after {timings})")
 
     async def _ping(self, stage: list[str], context: base.ProbeContext) -> base.Result:
         ok = False

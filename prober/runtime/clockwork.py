@@ -200,7 +200,7 @@ class Clockwork:
                 closed += self.book.decide(minute, rules[start : start + CHUNK])
                 await asyncio.sleep(0)
             self.book.seal(minute)
-            self.writer.pending.append(closed)
+            self.writer.add(closed)
             self.next_close += 1
             closed_any = True
         if closed_any or self.writer.pending:

@@ -56,9 +56,6 @@ class Narrator:
     def __init__(self) -> None:
         self._last: dict[str, tuple[Condition, int]] = {}
 
-    def forget(self, target: str) -> None:
-        self._last.pop(target, None)
-
     def closed(self, minutes: Iterable[ClosedMinute]) -> None:
         for item in minutes:
             condition = _CONDITION[item.verdict.state]

@@ -32,6 +32,7 @@ async def _one(adapter: Adapter, target: str, probe: str, timeout: float) -> Row
         attempt.error_code,
         attempt.http_status,
         attempt.detail,
+        attempt.tls_not_after,
     )
     return Row(target, probe, result, attempt.duration)
 

@@ -51,7 +51,6 @@ class MinuteWriter:
         *,
         buffer_minutes: int,
         verdict_of_missed: VerdictOfMissed,
-        narrator: Narrator | None = None,
     ) -> None:
         self.ledger = ledger
         self.view = view
@@ -59,7 +58,7 @@ class MinuteWriter:
         self.clock = clock
         self.buffer_minutes = buffer_minutes
         self.verdict_of_missed = verdict_of_missed
-        self.narrator = narrator or Narrator()
+        self.narrator = Narrator()
         self.pending: list[list[ClosedMinute]] = []
         # target → (probes, first, end): minutes nobody kept, recorded once writes work
         self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -132,8 +131,12 @@ class MinuteWriter:
 
     # -- closed minutes ---------------------------------------------------------------------
 
-    async def write(self, closed: list[ClosedMinute]) -> None:
+    def add(self, closed: list[ClosedMinute]) -> None:
+        """A minute's closed targets, written at the next flush."""
         self.pending.append(closed)
+
+    async def write(self, closed: list[ClosedMinute]) -> None:
+        self.add(closed)
         await self.flush()
 
     async def flush(self) -> None:

@@ -92,7 +92,7 @@ class Daemon:
             new.tls = old
 
     async def run(self) -> int:
-        # The loop's own errors (the accept loop out of descriptors, a task that died) as
+        # The loop's own errors (a task that died, a callback that raised) as
         # one rate-limited line each, not a traceback per occurrence.
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         config = await asyncio.to_thread(load_config, self.config_path)

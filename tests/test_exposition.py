@@ -32,12 +32,13 @@ def exposition() -> Exposition:
 
 def test_the_standard_process_series_stand_beside_the_ledger_families() -> None:
     text = exposition().render(MINUTE * 60 + 90).decode()
-    families = {f.name: f for f in parse_text(text)}
+    parsed = list(parse_text(text))
+    assert len(parsed) == len({f.name for f in parsed}), "a family is exposed twice"
+    families = {f.name: f for f in parsed}
     assert families["process_resident_memory_bytes"].samples[0].value > 0
     assert families["process_open_fds"].samples[0].value >= 3
     assert families["python_info"].samples[0].labels["implementation"]
     assert families["im_sla_downtime_seconds"].samples[0].value == 60
-    assert len(families) == len(set(families))
 
 
 def test_openmetrics_ends_once_and_parses() -> None:

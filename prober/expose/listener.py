@@ -279,7 +279,6 @@ class Listener:
             logging.WARNING if exc.errno in RESOURCE_ERRNOS else logging.ERROR,
             "web port: cannot accept connections; trying again in a second",
             error=exc.strerror or str(exc),
-            open_connections=len(self._open),
         )
 
         def resume() -> None:
@@ -395,11 +394,13 @@ class BadRequestLog(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             peer = record.args[0] if isinstance(record.args, tuple) and record.args else ""
-            record.msg = "web port: rejected a malformed request"
-            record.args = ()
+            # The peer goes into the message's arguments, not the fields: the repeat limiter
+            # keys on the fields, and a flood from many addresses is still one kind of line.
+            record.msg = "web port: rejected a malformed request from %s"
+            record.args = (str(peer),)
             record.exc_info = None
             record.exc_text = None
-            record.fields = {"peer": str(peer), "error": type(exc).__name__, "status": exc.code}
+            record.fields = {"error": type(exc).__name__, "status": exc.code}
             if record.levelno > logging.WARNING:
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

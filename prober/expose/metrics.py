@@ -55,12 +55,12 @@ class HistogramText:
     targets most duration histograms do not change between two scrapes."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[Histogram, int, str]] = {}
+        self._cache: dict[Histogram, tuple[int, str]] = {}  # keyed by identity
 
     def render(self, histogram: Histogram, name: str, labels: Sequence[tuple[str, str]]) -> str:
-        cached = self._cache.get(id(histogram))
-        if cached is not None and cached[0] is histogram and cached[1] == histogram.changes:
-            return cached[2]
+        cached = self._cache.get(histogram)
+        if cached is not None and cached[0] == histogram.changes:
+            return cached[1]
         lines = []
         cumulative = 0
         for bound, count in zip((*histogram.buckets, math.inf), histogram.counts, strict=True):
@@ -70,7 +70,7 @@ class HistogramText:
         lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.sum)}\n")
         lines.append(f"{name}_count{_labels(labels)} {cumulative}\n")
         text = "".join(lines)
-        self._cache[id(histogram)] = (histogram, histogram.changes, text)
+        self._cache[histogram] = (histogram.changes, text)
         return text
 
 

@@ -123,3 +123,16 @@ def test_service_months_tile_time(anchor: date, zone: str, months: int, offset: 
         assert found == series[found.index]
     total = sum(m.minutes for m in series)
     assert total == int(span_end - span_start) // 60
+
+
+def test_every_minute_is_written_with_a_four_digit_year() -> None:
+    from datetime import UTC, datetime
+
+    from prober.sla import epoch_minute, minute_iso
+
+    first = epoch_minute(datetime(1, 1, 1, tzinfo=UTC))
+    assert minute_iso(first) == "0001-01-01T00:00:00Z"
+    assert minute_iso(first + 61) == "0001-01-01T01:01:00Z"
+    assert minute_iso(epoch_minute(datetime(2026, 3, 17, 0, 5, tzinfo=UTC))) == (
+        "2026-03-17T00:05:00Z"
+    )

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from ..config.models import PROBE_NAME, TARGET_NAME
 from ..errors import UserError
-from ..sla import OutcomeCounts, Reason, State
+from ..sla import OutcomeCounts, Reason, State, minute_iso
 from .csv_cells import cells, plain
 from .store import MinuteRow
 
@@ -59,20 +59,13 @@ def parse_minute(text: str) -> int:
     return int(instant.timestamp()) // 60
 
 
-def format_minute(minute: int) -> str:
-    """An epoch minute as the CSV writes it, e.g. 2026-03-17T00:05:00Z (always 4-digit years:
-    strftime's %Y drops the zeros of year 1 on some platforms)."""
-    t = datetime.fromtimestamp(minute * 60, tz=UTC)
-    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:00Z"
-
-
 def write_rows(rows: Iterable[MinuteRow], out: TextIO) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
     count = 0
     for row in rows:
         writer.writerow(
-            cells((row.target, row.probe, format_minute(row.minute), row.state, row.reason))
+            cells((row.target, row.probe, minute_iso(row.minute), row.state, row.reason))
         )
         count += 1
     return count
@@ -130,7 +123,7 @@ class _RowChecker:
         if minute >= self.now_minute:
             raise ValueError(
                 f"minute {minute_text} has not ended yet (now is "
-                f"{format_minute(self.now_minute)}): only closed minutes can be imported"
+                f"{minute_iso(self.now_minute)}): only closed minutes can be imported"
             )
         state = _STATES.get(state_text)
         if state is None:

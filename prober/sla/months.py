@@ -23,8 +23,11 @@ def minute_start(minute: int) -> datetime:
 
 
 def minute_iso(minute: int) -> str:
-    """An epoch minute as ISO-8601 UTC, e.g. 2026-03-17T00:05:00Z (the ledger's CSV form)."""
-    return minute_start(minute).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """An epoch minute as ISO-8601 UTC, e.g. 2026-03-17T00:05:00Z (the ledger's CSV form),
+    always with a 4-digit year (strftime's %Y drops the zeros of year 1 on Linux, which the
+    parser then refuses)."""
+    t = minute_start(minute)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:00Z"
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:

@@ -188,6 +188,8 @@ def test_one_secret_referenced_through_aliases_is_read_once(tmp_path: Path) -> N
     )
     code, err, rss = check_config(config)
     assert code == 2 and f"{config}:8: x: unknown key" in err, err
+    # read once: 20,000 reads of 60 KiB would pass the 4 MiB budget and say so
+    assert "add up to" not in err, err
     assert rss < RSS_LIMIT_KB, f"peak RSS {rss} KiB"  # not 20,000 copies of 60 KiB
 
 

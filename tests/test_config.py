@@ -438,3 +438,25 @@ def test_a_duplicate_target_is_reported_at_the_duplicate(write_config) -> None:
     assert errors_of(path) == (
         f"{path}:32: targets[2].name: target name 'demo' is used twice (first on line 2)"
     )
+
+
+def test_each_number_field_is_guarded_against_booleans_once() -> None:
+    from prober.config.fields import _not_a_boolean
+    from prober.config.models import Config
+
+    def guards(node, found):
+        if isinstance(node, dict):
+            function = node.get("function")
+            if isinstance(function, dict) and function.get("function") is _not_a_boolean:
+                found.append(node["schema"])
+            for value in node.values():
+                guards(value, found)
+        elif isinstance(node, list):
+            for value in node:
+                guards(value, found)
+        return found
+
+    guarded = guards(Config.__pydantic_core_schema__, [])
+    assert guarded, "no number field is guarded"
+    # nested models were wrapped again by every model containing them (50 guards, 31 doubled)
+    assert all(schema["type"] in ("int", "float", "decimal") for schema in guarded)

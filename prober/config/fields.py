@@ -36,6 +36,8 @@ def _refuse_booleans(schema: Any) -> Any:
         return [_refuse_booleans(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
+    if schema.get("type") == "function-before" and _is_guard(schema.get("function")):
+        return schema  # a nested Strict model's schema, already guarded
     # Callables, references, serializers and JSON-schema metadata are left as they are.
     out = {
         key: value if key in _OPAQUE else _refuse_booleans(value) for key, value in schema.items()
@@ -43,6 +45,10 @@ def _refuse_booleans(schema: Any) -> Any:
     if out.get("type") in ("int", "float", "decimal"):
         return core_schema.no_info_before_validator_function(_not_a_boolean, out)
     return out
+
+
+def _is_guard(function: Any) -> bool:
+    return isinstance(function, dict) and function.get("function") is _not_a_boolean
 
 
 _OPAQUE = frozenset(

@@ -62,7 +62,7 @@ def build_report(
     ledger: Ledger, target: TargetConfig, month: ServiceMonth, now: datetime
 ) -> Report:
     end = min(epoch_minute(now), month.end_minute)
-    counts = ledger.state_counts(target.name, month.start_minute, max(end, month.start_minute))
+    counts = ledger.state_counts(target.name, month.start_minute, end)
     figures = sla.month_so_far(month, end, counts)
     total = figures.total
     failed = ledger.minutes_in_state(target.name, State.APPARENT_FAILURE, month.start_minute, end)

@@ -50,6 +50,11 @@ def load_run(tmp_path_factory):
     assert daemon.proc is not None
     samples: list[tuple[float, int, float]] = []  # (time, rss, /metrics seconds)
     try:
+        # Restoring 5,000 targets takes seconds: the first whole minute is the one after ready.
+        deadline = time.time() + 60
+        while daemon.get("/readyz")[0] != 200:
+            assert time.time() < deadline, "daemon not ready within 60 s"
+            time.sleep(0.2)
         m0 = next_minute()
         wait_until(m0 * 60)
         while time.time() < (m0 + 3) * 60 + CLOSED:

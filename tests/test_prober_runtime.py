@@ -174,3 +174,44 @@ def test_minutes_beyond_the_buffer_are_recorded_as_prober_down_when_storage_retu
         await prober.stop()
 
     asyncio.run(main())
+
+
+def slow_restore(prober: Prober, clock: FakeClock, seconds: float) -> None:
+    """Make the start's restore of the view take `seconds` of wall time."""
+    real_restore = prober.view.restore
+
+    def restore(*args, **kwargs):
+        clock.now += seconds
+        return real_restore(*args, **kwargs)
+
+    prober.view.restore = restore  # type: ignore[method-assign]
+
+
+def test_a_start_that_passes_the_planning_second_still_plans_the_next_minute(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, _ = make(tmp_path)
+        minute = int(BASE // 60)
+        clock.now = minute * 60 + 45
+        slow_restore(prober, clock, 10)  # ready at :55, after the :50 job's moment
+        await prober.start()
+        assert prober.clockwork.planned_through == minute + 1
+        assert prober.clockwork.timers  # the next minute's attempt is armed
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_a_start_that_crosses_a_minute_plans_the_rest_of_the_new_minute(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, _ = make(tmp_path)
+        minute = int(BASE // 60)
+        clock.now = minute * 60 + 40
+        slow_restore(prober, clock, 30)  # began in one minute, ready 10 s into the next
+        await prober.start()
+        assert prober.clockwork.planned_through == minute + 1
+        assert prober.clockwork.timers  # armed: the attempts of minute+1 after the start
+        await prober.stop()
+
+    asyncio.run(main())

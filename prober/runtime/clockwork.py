@@ -84,6 +84,18 @@ class Clockwork:
             self.plan(minute, runtimes=runtimes[start : start + CHUNK], network=start == 0)
             await asyncio.sleep(0)
 
+    def catch_up(self, plan_at_second: float) -> None:
+        """Arm what a slow start left unplanned: the rest of the minute it is now and, past
+        the planning second, the next one. A start that crosses :50 or a minute boundary
+        (thousands of targets to restore on a loaded machine) would otherwise leave a whole
+        minute without attempts until the next :50, and that minute would read no_data."""
+        now = self.clock.wall()
+        current = int(now // 60)
+        if current > self.planned_through:
+            self.plan(current, after=now)
+        if now % 60 >= plan_at_second and current + 1 > self.planned_through:
+            self.plan(current + 1)
+
     def plan(
         self,
         minute: int,

@@ -121,6 +121,8 @@ class Prober:
         scheduler.add_job(self._prune, IntervalTrigger(hours=1), id="retention")
         scheduler.start()
         self.scheduler = scheduler
+        # The cron job fires only at :50 from now on: plan what the time spent above passed.
+        clockwork.catch_up(PLAN_AT_SECOND)
         event(
             logging.INFO,
             "prober started",

@@ -5,8 +5,9 @@ daemon makes one `RuntimeStats` and hands it to both."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,6 +31,30 @@ class Histogram:
         self.changes += 1
 
 
+class FinishedAttempt(Protocol):
+    """What the streaks need of a finished attempt (records.Attempt has it; this module
+    imports nothing of the package)."""
+
+    @property
+    def target(self) -> str: ...
+    @property
+    def probe(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+
+
+@dataclass(slots=True)
+class Streak:
+    """One probe's run of failed attempts, for paging before the minute closes."""
+
+    failures: int = 0  # failed attempts in a row since the last success
+    last_success: float = 0.0  # when the latest successful attempt ended; 0: none yet
+
+
 @dataclass
 class RuntimeStats:
     """Live state of this process (not from the ledger)."""
@@ -46,6 +71,7 @@ class RuntimeStats:
     # the latest certificate notAfter each (target, probe) saw: the latest, not the least,
     # so a renewed certificate replaces the old one
     tls_not_after: dict[tuple[str, str], float] = field(default_factory=dict)
+    streaks: dict[tuple[str, str], Streak] = field(default_factory=dict)
 
     def observe_duration(self, target: str, probe: str, seconds: float) -> None:
         histogram = self.durations.get((target, probe))
@@ -62,3 +88,28 @@ class RuntimeStats:
         """The earliest notAfter the target's probes last saw; None when none saw TLS."""
         seen = [v for p in probes if (v := self.tls_not_after.get((target, p))) is not None]
         return min(seen) if seen else None
+
+    def saw_attempt(self, attempt: FinishedAttempt) -> None:
+        """A finished attempt moves its probe's streak, in the order attempts end: `failure`
+        adds one, `success` resets it to 0 and stamps the attempt's end (its start plus its
+        duration); client_error, throttled and prober_fault are excluded as in the SLA, so
+        they neither add nor reset."""
+        outcome = attempt.outcome
+        if outcome != "failure" and outcome != "success":
+            return
+        key = (attempt.target, attempt.probe)
+        streak = self.streaks.get(key)
+        if streak is None:
+            streak = self.streaks[key] = Streak()
+        if outcome == "failure":
+            streak.failures += 1
+        else:
+            streak.failures = 0
+            # attempts may end out of order: the stamp never goes back
+            streak.last_success = max(streak.last_success, attempt.started_at + attempt.duration)
+
+    def keep_streaks(self, probes: Collection[tuple[str, str]]) -> None:
+        """Forget the streaks of probes no longer configured, so a target removed and added
+        again later starts afresh; the others keep theirs across a reload."""
+        for key in [k for k in self.streaks if k not in probes]:
+            del self.streaks[key]

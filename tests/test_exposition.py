@@ -1,21 +1,33 @@
 """The exposition as a scraper reads it: the hand-written families and the standard
 `process_*`/`python_info` series together, valid in both formats (prometheus_client's own
-parsers and `promtool check metrics`)."""
+parsers and `promtool check metrics`), and the per-attempt streak series that page before a
+minute closes."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import textwrap
 from datetime import date
 from fractions import Fraction
+from pathlib import Path
 
+from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from prober.config.models import parse_config
 from prober.expose.metrics import Exposition, TargetInfo
+from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
-from prober.sla import DEFAULT_TIERS, ServiceCalendar, State
+from prober.records import Attempt
+from prober.runtime.plan import Planned
+from prober.runtime.prober import Prober
+from prober.sla import DEFAULT_TIERS, Outcome, ServiceCalendar, State
 from prober.stats import RuntimeStats
 
+from .chat_app import free_port
+from .runtime_util import BASE, FakeClock
 from .test_prometheus_rules import MINUTE, promtool
 
 
@@ -25,8 +37,10 @@ def exposition() -> Exposition:
     view.targets["t"].add(MINUTE, State.APPARENT_FAILURE)
     stats = RuntimeStats()
     stats.observe_duration("t", "login", 0.2)
+    stats.saw_attempt(Attempt("t", "login", MINUTE * 60 + 3, 0.2, Outcome.SUCCESS))
+    stats.saw_attempt(Attempt("t", "login", MINUTE * 60 + 18, 0.2, Outcome.FAILURE))
     result = Exposition(view, stats, "test")
-    result.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS)])
+    result.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS, (4,))])
     return result
 
 
@@ -54,3 +68,128 @@ def test_promtool_accepts_the_whole_exposition() -> None:
         [promtool(), "check", "metrics"], input=body, capture_output=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the streaks: failed attempts in a row, as each attempt ends ---------------------------
+
+TWO_PROBES = TargetInfo("t", ("login", "send"), Fraction(99, 100), DEFAULT_TIERS, (1, 4))
+
+
+def samples(exposition: Exposition, name: str) -> dict[tuple[str, str], float]:
+    text = exposition.render(MINUTE * 60 + 90).decode()
+    family = next(f for f in parse_text(text) if f.name == name)
+    return {(s.labels["target"], s.labels["probe"]): s.value for s in family.samples}
+
+
+def ended(outcome: Outcome, at: float, probe: str = "login") -> Attempt:
+    return Attempt("t", probe, at, 0.25, outcome)
+
+
+def test_every_configured_probe_has_its_streak_series_from_the_start() -> None:
+    shown = Exposition(LedgerView(), RuntimeStats(), "test")
+    shown.set_targets([TWO_PROBES])
+    expected = {("t", "login"): 0, ("t", "send"): 0}
+    assert samples(shown, "im_probe_consecutive_failures") == expected
+    assert samples(shown, "im_probe_last_success_timestamp_seconds") == expected
+    assert samples(shown, "im_probe_attempts_per_minute") == {("t", "login"): 1, ("t", "send"): 4}
+
+
+def test_failed_attempts_add_up_excluded_outcomes_leave_the_streak_and_a_success_resets_it():
+    stats = RuntimeStats()
+    shown = Exposition(LedgerView(), stats, "test")
+    shown.set_targets([TWO_PROBES])
+    start = MINUTE * 60
+    stats.saw_attempt(ended(Outcome.SUCCESS, start + 2))
+    stats.saw_attempt(ended(Outcome.FAILURE, start + 17))
+    stats.saw_attempt(ended(Outcome.FAILURE, start + 32))
+    # in the middle of the streak: the caller's fault, throttling, the prober's own trouble
+    stats.saw_attempt(ended(Outcome.CLIENT_ERROR, start + 47))
+    stats.saw_attempt(ended(Outcome.THROTTLED, start + 62))
+    stats.saw_attempt(ended(Outcome.PROBER_FAULT, start + 77))
+    stats.saw_attempt(ended(Outcome.FAILURE, start + 92))
+    stats.saw_attempt(ended(Outcome.FAILURE, start + 5, probe="send"))
+    assert samples(shown, "im_probe_consecutive_failures") == {("t", "login"): 3, ("t", "send"): 1}
+    # the last success is the first attempt's end: its start plus its duration
+    last = samples(shown, "im_probe_last_success_timestamp_seconds")
+    assert last == {("t", "login"): start + 2.25, ("t", "send"): 0}
+    stats.saw_attempt(ended(Outcome.SUCCESS, start + 107))
+    assert samples(shown, "im_probe_consecutive_failures") == {("t", "login"): 0, ("t", "send"): 1}
+    last = samples(shown, "im_probe_last_success_timestamp_seconds")
+    assert last[("t", "login")] == start + 107.25
+    # an earlier attempt that ends late does not move the stamp back
+    stats.saw_attempt(ended(Outcome.SUCCESS, start + 100))
+    assert samples(shown, "im_probe_last_success_timestamp_seconds")[("t", "login")] == (
+        start + 107.25
+    )
+
+
+def test_a_reload_keeps_the_streaks_of_kept_probes_and_drops_those_of_removed_ones() -> None:
+    stats = RuntimeStats()
+    shown = Exposition(LedgerView(), stats, "test")
+    other = TargetInfo("u", ("login",), Fraction(99, 100), DEFAULT_TIERS, (2,))
+    shown.set_targets([TWO_PROBES, other])
+    for _ in range(2):
+        stats.saw_attempt(ended(Outcome.FAILURE, MINUTE * 60))
+        stats.saw_attempt(Attempt("u", "login", MINUTE * 60, 0.1, Outcome.FAILURE))
+    shown.set_targets([TWO_PROBES])  # u removed
+    assert samples(shown, "im_probe_consecutive_failures") == {("t", "login"): 2, ("t", "send"): 0}
+    shown.set_targets([TWO_PROBES, other])  # u back: it starts afresh
+    assert samples(shown, "im_probe_consecutive_failures")[("u", "login")] == 0
+
+
+def test_each_attempt_moves_the_streak_as_it_ends_not_when_its_minute_closes(tmp_path: Path):
+    """The real runtime against a real HTTP server: 503, 503, 429, 401, 503 leave three
+    failures in /metrics before any minute has closed; a 200 resets them."""
+    statuses: list[int] = []
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(status=statuses.pop(0))
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        text = textwrap.dedent(f"""\
+            ledger: {{path: ledger.sqlite3}}
+            targets:
+              - name: t
+                kind: http
+                http: {{probes: {{login: [{{url: "http://127.0.0.1:{port}/"}}]}}}}
+                probes: {{login: {{attempts_per_minute: 4, timeout: 2s}}}}
+                sla: {{service_month_anchor: 2026-01-01}}
+            """)
+        config = parse_config(text, tmp_path / "config.yaml")
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        view, stats = LedgerView(), RuntimeStats()
+        shown = Exposition(view, stats, "test")
+        clock = FakeClock(BASE + 5)  # the planned attempts of "t" lie well past this test
+        prober = Prober(config, ledger, clock=clock, view=view, stats=stats,
+                        on_targets=shown.configure)  # fmt: skip
+        await prober.start()
+        adapter = prober.targets.current("t").adapter
+        try:
+            statuses.extend([503, 503, 429, 401, 503])
+            for _ in range(5):
+                planned = Planned(clock.now, "t", "login", 2.0, 15.0)
+                prober.clockwork.book.started(planned.minute)
+                await prober.clockwork.attempt(planned, adapter)
+                clock.now += 1
+            assert samples(shown, "im_probe_consecutive_failures") == {("t", "login"): 3}
+            assert samples(shown, "im_probe_last_success_timestamp_seconds") == {("t", "login"): 0}
+            assert prober.clockwork.next_close == int(BASE // 60)  # no minute closed yet
+            statuses.append(200)
+            planned = Planned(clock.now, "t", "login", 2.0, 15.0)
+            prober.clockwork.book.started(planned.minute)
+            await prober.clockwork.attempt(planned, adapter)
+            assert samples(shown, "im_probe_consecutive_failures") == {("t", "login"): 0}
+            (last,) = samples(shown, "im_probe_last_success_timestamp_seconds").values()
+            assert clock.now < last < clock.now + 1
+        finally:
+            await prober.stop()
+            ledger.close()
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -87,11 +87,17 @@ class TargetInfo:
     probes: tuple[str, ...]
     objective: Fraction
     tiers: tuple[sla.CreditTier, ...]
+    # each probe's configured cadence, in the order of `probes` (empty: not known)
+    attempts_per_minute: tuple[int, ...] = ()
 
 
 def target_info(target: TargetBase) -> TargetInfo:
     return TargetInfo(
-        target.name, tuple(target.probes), target.sla.objective_exact, target.sla.tiers
+        target.name,
+        tuple(target.probes),
+        target.sla.objective_exact,
+        target.sla.tiers,
+        tuple(p.attempts_per_minute for p in target.probes.values()),
     )
 
 
@@ -124,10 +130,20 @@ class Exposition:
         self._cache: dict[bool, tuple[int, str]] = {}
         self._histograms = HistogramText()
         self._standard = StandardSeries()
+        self._config_cache: dict[bool, str] = {}
+        self._probe_labels: list[tuple[tuple[str, str], str]] = []
 
     def set_targets(self, targets: Iterable[TargetInfo]) -> None:
         self.targets = list(targets)
         self._cache.clear()
+        self._config_cache.clear()
+        # the label text of every configured (target, probe), made once per target list
+        self._probe_labels = [
+            ((t.name, probe), f'{{target="{_escape(t.name)}",probe="{_escape(probe)}"}}')
+            for t in self.targets
+            for probe in t.probes
+        ]
+        self.stats.keep_streaks({key for key, _ in self._probe_labels})
 
     def configure(self, targets: Iterable[TargetBase]) -> None:
         """The configured targets, at start and after each reload (the runtime's hook)."""
@@ -138,7 +154,16 @@ class Exposition:
         if cached is None or cached[0] != self.view.generation:
             cached = (self.view.generation, self._ledger_block(now, openmetrics))
             self._cache[openmetrics] = cached
-        parts = [cached[1], self._process_block(openmetrics), self._standard.render(openmetrics)]
+        config = self._config_cache.get(openmetrics)
+        if config is None:
+            config = self._config_cache[openmetrics] = self._config_block(openmetrics)
+        parts = [
+            cached[1],
+            config,
+            self._streak_block(openmetrics),
+            self._process_block(openmetrics),
+            self._standard.render(openmetrics),
+        ]
         if openmetrics:
             parts.append("# EOF\n")
         return "".join(parts).encode()
@@ -283,6 +308,61 @@ class Exposition:
             out.append(header(name, "gauge", help_, om))
             out.extend(f"{name}{sample}\n" for sample in samples)
         return out
+
+    # -- from the configuration (changes only with the target list) -------------------
+
+    def _config_block(self, om: bool) -> str:
+        out = [
+            header(
+                "im_probe_attempts_per_minute",
+                "gauge",
+                "Attempts a minute each probe is configured to make (IMTargetFailingNow "
+                "derives its threshold from it).",
+                om,
+            )
+        ]
+        for t in self.targets:
+            for probe, cadence in zip(t.probes, t.attempts_per_minute, strict=False):
+                out.append(
+                    f'im_probe_attempts_per_minute{{target="{_escape(t.name)}",'
+                    f'probe="{_escape(probe)}"}} {cadence}\n'
+                )
+        return "".join(out)
+
+    # -- each attempt as it ends (not when its minute closes) ----------------------------
+
+    def _streak_block(self, om: bool) -> str:
+        streaks = self.stats.streaks
+        failures = [
+            header(
+                "im_probe_consecutive_failures",
+                "gauge",
+                "Failed attempts in a row, updated as each attempt ends; a success resets "
+                "it, excluded outcomes (client_error, throttled, prober_fault) leave it.",
+                om,
+            )
+        ]
+        successes = [
+            header(
+                "im_probe_last_success_timestamp_seconds",
+                "gauge",
+                "When the probe's latest successful attempt ended (Unix time); 0 until the "
+                "first since this process started.",
+                om,
+            )
+        ]
+        for key, labels in self._probe_labels:
+            streak = streaks.get(key)
+            if streak is None:
+                failures.append(f"im_probe_consecutive_failures{labels} 0\n")
+                successes.append(f"im_probe_last_success_timestamp_seconds{labels} 0\n")
+            else:
+                failures.append(f"im_probe_consecutive_failures{labels} {streak.failures}\n")
+                successes.append(
+                    f"im_probe_last_success_timestamp_seconds{labels} "
+                    f"{_number(streak.last_success)}\n"
+                )
+        return "".join(failures) + "".join(successes)
 
     # -- this process ----------------------------------------------------------------
 

@@ -176,6 +176,7 @@ class Clockwork:
             self.book.abandoned(planned.minute)
             raise
         self.stats.observe_duration(planned.target, planned.probe, attempt.duration)
+        self.stats.saw_attempt(attempt)  # the paging streak moves now, not at the close
         self.stats.saw_certificate(planned.target, planned.probe, attempt.tls_not_after)
         if not self.book.finished(attempt, planned.minute):
             self.stats.discarded_attempts += 1

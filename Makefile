@@ -36,12 +36,15 @@ lint: $(BIN)/.installed
 
 # Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (alertmanager,
 # amtool), systemd (systemd-analyze): the tests run them against the daemon and deploy files.
+# postgresql: the ledger tests start their own cluster; its binaries are not on PATH (and
+# libpq-dev's pg_config answers without a server), so initdb is looked for where Debian puts it.
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
 	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
 	prosody:prosody prosodyctl:prosody
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \

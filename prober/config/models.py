@@ -33,8 +33,17 @@ from pydantic import (
 from .. import sla
 from ..adapters import REGISTRY
 from ..errors import UserError
+from . import dburl
 from .durations import format_duration
-from .fields import Duration, ExactDecimal, Strict, TimezoneName, decimal_within, within
+from .fields import (
+    Duration,
+    ExactDecimal,
+    SecretRef,
+    Strict,
+    TimezoneName,
+    decimal_within,
+    within,
+)
 from .secrets import Secret, resolve_references
 from .yamlsource import YamlDocument, YamlError, load_yaml, read_yaml_file
 
@@ -76,11 +85,32 @@ class PlacedError(ValueError):
 
 class LedgerConfig(Strict):
     path: Path = Field(Path("./data/ledger.sqlite3"), description="SQLite file of the ledger")
+    url: Annotated[str, AfterValidator(dburl.check_url)] | None = Field(
+        None,
+        description="PostgreSQL ledger shared by a fleet of probers, instead of `path`: "
+        "postgresql://USER@HOST:PORT/DATABASE, without a password",
+    )
+    password: SecretRef | None = Field(None, description="the PostgreSQL role's password")
     attempts_retention_days: int = Field(
         120,
         le=MAX_ATTEMPTS_RETENTION_DAYS,
         description="how long attempt records are kept; minute rows are kept for good",
     )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> LedgerConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise PlacedError(
+                "set either path (SQLite) or url (PostgreSQL), not both", ("url",), ("path",)
+            )
+        if self.url is None and self.password is not None:
+            raise PlacedError("a password is for a PostgreSQL ledger: set url too", ("password",))
+        return self
+
+    @property
+    def display_url(self) -> str | None:
+        """The URL as it may be printed."""
+        return None if self.url is None else dburl.display_url(self.url)
 
     @field_validator("attempts_retention_days")
     @classmethod

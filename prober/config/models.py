@@ -467,11 +467,67 @@ class SchedulerConfig(Strict):
     )
 
 
+class StatusPageConfig(Strict):
+    """The daemon's status page (`/`) and its JSON API (`/api/v1/`), behind the same web
+    config (TLS, basic auth) as /metrics."""
+
+    public: bool = Field(
+        False,
+        description="show states and figures only: no attempt details, error kinds or "
+        "evidence downloads (for a page shown to people outside the team)",
+    )
+    refresh: Annotated[Duration, within(at_least=5.0, at_most=300.0)] = Field(
+        15.0, description="how often an open page fetches fresh figures"
+    )
+
+
+VANTAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# The environment wins over the file, so one config serves every replica of a StatefulSet.
+ENV_VANTAGE = "IM_PROBER_VANTAGE"
+ENV_SHARD_INDEX = "IM_PROBER_SHARD_INDEX"
+ENV_SHARD_COUNT = "IM_PROBER_SHARD_COUNT"
+MAX_SHARDS = 1000
+
+
+class ShardConfig(Strict):
+    index: int = Field(0, ge=0, lt=MAX_SHARDS, description="this replica's place, from 0")
+    count: int = Field(1, ge=1, le=MAX_SHARDS, description="how many replicas split targets")
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> ShardConfig:
+        if self.index >= self.count:
+            raise PlacedError(
+                f"shard index {self.index} is not below the shard count {self.count}",
+                ("index",),
+            )
+        return self
+
+
+class FleetConfig(Strict):
+    shard: ShardConfig = ShardConfig()
+    vantages_per_target: int | None = Field(
+        None, ge=1, le=MAX_SHARDS, description="replicas probing each target (default: all)"
+    )
+    failure_quorum: int = Field(
+        1,
+        ge=1,
+        le=MAX_SHARDS,
+        description="vantages that must see failures, with no success anywhere, for an "
+        "apparent_failure; fewer make the minute no_data/below_quorum",
+    )
+    close_deadline: Annotated[Duration, within(at_least=1.0, at_most=600.0)] = Field(
+        30.0,
+        description="how long the fleet verdict waits, after a minute's close time, for "
+        "vantages that are alive but have not closed it",
+    )
+
+
 class Config(Strict):
     ledger: LedgerConfig = LedgerConfig()
     web: WebConfig = WebConfig()
     network_check: NetworkCheckConfig | None = None
     scheduler: SchedulerConfig = SchedulerConfig()
+    status_page: StatusPageConfig = StatusPageConfig()
     targets: list[TargetConfig] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")

@@ -1,0 +1,137 @@
+"""The PostgreSQL ledger's own behaviour, against a real cluster (tests/postgres_fixture.py):
+opening errors that name the host and never the password, the schema's version story, a
+connection lost while running (the prober's trouble: retried, with backoff), concurrent
+first starts. The ledger's semantics on both backends are in test_ledger*.py."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from prober.errors import LedgerError
+from prober.ledger.postgres import (
+    MIGRATIONS,
+    LedgerUnavailable,
+    PostgresConnection,
+)
+
+from .chat_app import free_port
+from .postgres_fixture import PostgresCluster
+
+SCHEMA = len(MIGRATIONS)
+
+
+def connect(url: str, password: str, *, readonly: bool = False) -> PostgresConnection:
+    return PostgresConnection(url, password, readonly=readonly)
+
+
+def test_a_refused_server_at_start_is_one_error_naming_the_host_not_the_password() -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://im_prober@127.0.0.1:{port}/ledger"
+    with pytest.raises(LedgerUnavailable) as info:
+        connect(url, "never-printed-password")
+    message = str(info.value)
+    assert message.startswith(f"{url}: cannot connect to the ledger database at 127.0.0.1:{port}: ")
+    assert "refused" in message
+    assert "never-printed-password" not in message and "\n" not in message
+
+
+def test_a_wrong_password_is_refused_without_printing_either_password(
+    postgres, postgres_url
+) -> None:
+    with pytest.raises(LedgerUnavailable) as info:
+        connect(postgres_url, "a-wrong-password-1234")
+    message = str(info.value)
+    assert "password authentication failed" in message
+    assert "a-wrong-password-1234" not in message and postgres.password not in message
+
+
+def test_the_schema_is_created_once_when_probers_start_together(postgres, postgres_url) -> None:
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            db = connect(postgres_url, postgres.password)
+            db.migrate(SCHEMA, "im-prober test")
+            db.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    db = connect(postgres_url, postgres.password)
+    assert db.schema_version() == (SCHEMA, True)
+    assert dict(db.execute("SELECT key, value FROM meta").fetchall())["application"] == "im-prober"
+
+
+def test_a_database_of_another_application_is_refused(postgres, postgres_url) -> None:
+    db = connect(postgres_url, postgres.password)
+    db.execute("CREATE TABLE invoices (id integer)")
+    with pytest.raises(
+        LedgerError, match=r"not an im-prober ledger \(the database holds other tables: invoices\)"
+    ):
+        db.schema_version()
+    db.execute("CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('application', 'billing')")
+    with pytest.raises(LedgerError, match="another application's"):
+        db.schema_version()
+
+
+def test_a_read_only_connection_refuses_writes(postgres, postgres_url) -> None:
+    connect(postgres_url, postgres.password).migrate(SCHEMA, "im-prober test")
+    reader = connect(postgres_url, postgres.password, readonly=True)
+    with pytest.raises(LedgerError, match="opened read-only; nothing can be written"):
+        reader.execute("INSERT INTO series (target, probe) VALUES (?, ?)", ("t", ""))
+    assert reader.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+
+
+def test_a_connection_lost_while_idle_is_reconnected_on_next_use(postgres, postgres_url) -> None:
+    db = connect(postgres_url, postgres.password)
+    db.migrate(SCHEMA, "im-prober test")
+    postgres.terminate_connections(postgres_url.rsplit("/", 1)[1])
+    with pytest.raises(LedgerUnavailable, match=r"the ledger database at 127\.0\.0\.1:"):
+        db.execute("SELECT count(*) FROM series")
+    assert db.execute("SELECT count(*) FROM series").fetchone()[0] == 0
+
+
+def test_a_connection_lost_in_a_transaction_loses_only_that_transaction(
+    postgres, postgres_url
+) -> None:
+    db = connect(postgres_url, postgres.password)
+    db.migrate(SCHEMA, "im-prober test")
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO series (target, probe) VALUES (?, ?)", ("lost", ""))
+    postgres.terminate_connections(postgres_url.rsplit("/", 1)[1])
+    # Nothing reconnects mid-transaction: a later statement would run without the earlier.
+    with pytest.raises(LedgerUnavailable):
+        db.execute("INSERT INTO series (target, probe) VALUES (?, ?)", ("after", ""))
+    with pytest.raises(LedgerUnavailable):
+        db.execute("INSERT INTO series (target, probe) VALUES (?, ?)", ("after", ""))
+    with pytest.raises(LedgerUnavailable, match="before the commit"):
+        db.execute("COMMIT")
+    db.execute("ROLLBACK")  # harmless once the transaction is gone
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO series (target, probe) VALUES (?, ?)", ("kept", ""))
+    db.execute("COMMIT")
+    assert db.execute("SELECT target FROM series").fetchall() == [("kept",)]
+
+
+def test_reconnecting_to_a_server_that_is_down_backs_off() -> None:
+    cluster = PostgresCluster().start()
+    try:
+        url = cluster.url(cluster.create_database())
+        db = connect(url, cluster.password)
+        cluster.stop()
+        with pytest.raises(LedgerUnavailable):
+            db.execute("SELECT 1")
+        with pytest.raises(LedgerUnavailable, match="cannot connect"):
+            db.execute("SELECT 1")  # the first reconnection, refused
+        with pytest.raises(LedgerUnavailable, match=r"is unreachable \(.*\); next try in"):
+            db.execute("SELECT 1")  # within the backoff: no new connection attempt
+    finally:
+        cluster.stop()

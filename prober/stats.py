@@ -62,6 +62,7 @@ class RuntimeStats:
     ledger_write_errors: int = 0
     misfires: int = 0
     discarded_attempts: int = 0
+    dropped_attempts: int = 0  # finished, never stored: the ledger refused writes too long
     clock_steps: int = 0
     network_up: int | None = None
     reload_successful: int = 1
@@ -93,9 +94,14 @@ class RuntimeStats:
         """A finished attempt moves its probe's streak, in the order attempts end: `failure`
         adds one, `success` resets it to 0 and stamps the attempt's end (its start plus its
         duration); client_error, throttled and prober_fault are excluded as in the SLA, so
-        they neither add nor reset."""
+        they neither add nor reset, and so is a failure while the network check says the
+        prober's own network is down."""
         outcome = attempt.outcome
         if outcome != "failure" and outcome != "success":
+            return
+        if outcome == "failure" and self.network_up == 0:
+            # the latest network check found every reference down: the minute will count
+            # this failure as the prober's own (SLA 4.11), so it must not page either
             return
         key = (attempt.target, attempt.probe)
         streak = self.streaks.get(key)

@@ -123,6 +123,18 @@ def test_failed_attempts_add_up_excluded_outcomes_leave_the_streak_and_a_success
     )
 
 
+def test_a_failure_while_the_network_check_finds_the_network_down_does_not_add() -> None:
+    stats = RuntimeStats(network_up=1)
+    stats.saw_attempt(ended(Outcome.FAILURE, MINUTE * 60))
+    stats.network_up = 0  # every reference failed: the prober's own network is broken
+    stats.saw_attempt(ended(Outcome.FAILURE, MINUTE * 60 + 15))
+    stats.saw_attempt(ended(Outcome.FAILURE, MINUTE * 60 + 30))
+    assert stats.streaks[("t", "login")].failures == 1
+    stats.network_up = 1
+    stats.saw_attempt(ended(Outcome.FAILURE, MINUTE * 60 + 45))
+    assert stats.streaks[("t", "login")].failures == 2
+
+
 def test_a_reload_keeps_the_streaks_of_kept_probes_and_drops_those_of_removed_ones() -> None:
     stats = RuntimeStats()
     shown = Exposition(LedgerView(), stats, "test")

@@ -1,6 +1,6 @@
 """The shipped Prometheus rules: promtool accepts them, their unit tests pass (fires,
-silent on one failed minute in a quiet hour, resolves), and every im_* series they use is one
-the daemon exposes."""
+silent on one failed minute in a quiet hour, resolves; the per-attempt page within 45 s,
+never on one failed attempt), and every im_* series they use is one the daemon exposes."""
 
 from __future__ import annotations
 
@@ -39,9 +39,16 @@ def test_promtool_checks_the_rules() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_promtool_unit_tests_pass() -> None:
+@pytest.mark.parametrize(
+    "tests",
+    [
+        "im-prober.rules.test.yml",  # the minute-verdict rules, a minute a step
+        "im-prober.rules.failing-now.test.yml",  # the per-attempt page, 15 s a step
+    ],
+)
+def test_promtool_unit_tests_pass(tests: str) -> None:
     done = subprocess.run(
-        [promtool(), "test", "rules", "im-prober.rules.test.yml"],
+        [promtool(), "test", "rules", tests],
         cwd=RULES,
         capture_output=True,
         text=True,
@@ -58,7 +65,7 @@ def test_rules_use_only_series_the_daemon_exposes() -> None:
     process = RuntimeStats(network_up=1)
     process.saw_certificate("t", "login", 2_000_000_000.0)  # shown only for targets over TLS
     exposition = Exposition(view, process, "test")
-    exposition.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS)])
+    exposition.set_targets([TargetInfo("t", ("login",), Fraction(99, 100), DEFAULT_TIERS, (4,))])
     text = exposition.render(MINUTE * 60 + 90).decode()
     exposed = set(re.findall(r"^(im_[a-z_]+?)(?:_bucket|_sum|_count)?[{ ]", text, re.M))
     used = set(re.findall(r"\b(im_[a-z_]+)\b", (RULES / "im-prober.rules.yml").read_text()))

@@ -25,6 +25,7 @@ from .ledger.view import LedgerView
 from .logs import event, flush_suppressed, loop_exception_handler
 from .runtime.prober import Prober
 from .stats import RuntimeStats
+from .status.views import StatusPage
 
 
 class Daemon:
@@ -113,11 +114,19 @@ class Daemon:
         )
         loop = asyncio.get_running_loop()
         await prober.start()
+        status = StatusPage(
+            view,
+            lambda: prober.config_file,
+            network_up=lambda: self.stats.network_up,
+            version=__version__,
+            clock=prober.clock.wall,
+        )
         app = make_app(
             lambda openmetrics: exposition.render(prober.clock.wall(), openmetrics=openmetrics),
             prober.readiness,
             self.reload if config.config.web.enable_lifecycle else None,
             lambda: self.security,
+            pages=status.routes(),
         )
         web_settings = config.config.web
         server = WebServer(
@@ -132,6 +141,7 @@ class Daemon:
             await server.start()
         except OSError as exc:
             await prober.stop()
+            await status.close()
             ledger.close()
             raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         event(
@@ -151,6 +161,7 @@ class Daemon:
             loop.remove_signal_handler(sig)
         await prober.stop()
         await server.stop()
+        await status.close()
         await asyncio.to_thread(ledger.close)
         flush_suppressed()
         return 0

@@ -25,11 +25,16 @@ FORBIDDEN: dict[str, set[str]] = {
     "ledger": {"runtime", "expose", "reports", "adapters", "setup", "demo", "daemon", "cli"},
     "expose": {"runtime", "reports", "adapters", "setup", "demo", "daemon", "cli"},
     "reports": {"runtime", "expose", "adapters", "setup", "demo", "daemon", "cli"},
+    # the status page: figures from the view and the reports, never the runtime or adapters
+    "status": {"runtime", "expose", "adapters", "setup", "demo", "daemon", "cli"},
     "setup": {"runtime", "expose", "reports", "ledger", "demo", "daemon", "cli"},
     "demo": {"cli"},
     "logs": {"runtime", "ledger", "expose", "reports", "adapters", "setup", "demo", "daemon"},
     "daemon": {"cli", "demo", "setup"},
 }
+# The status page reads the view, the ledger and the reports; nothing below it imports it.
+for _part in ("config", "adapters", "runtime", "ledger", "expose", "reports", "setup", "logs"):
+    FORBIDDEN[_part].add("status")
 # finer rules inside a part
 MODULE_RULES: dict[str, set[str]] = {
     # the minute book is pure: records in, records out, no storage
@@ -42,7 +47,7 @@ MODULE_RULES: dict[str, set[str]] = {
 ONLY: dict[str, set[str]] = {"sla": set(), "records": {"sla"}, "stats": set(), "errors": set()}
 PARTS = {
     "sla", "records", "stats", "errors", "logs", "config", "adapters", "runtime", "ledger",
-    "expose", "reports", "setup", "demo", "daemon", "cli", "__init__", "__main__",
+    "expose", "reports", "status", "setup", "demo", "daemon", "cli", "__init__", "__main__",
 }  # fmt: skip
 
 

@@ -3,7 +3,7 @@ web config's basic auth when it has users."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -29,9 +29,11 @@ def make_app(
     readiness: Readiness,
     reload: Reload | None,
     security_of: Callable[[], WebSecurity] | None = None,
+    pages: Sequence[web.RouteDef] = (),
 ) -> web.Application:
     """The endpoints, given what they show: the daemon passes the exposition's renderer and
-    the runtime's readiness, so this module knows neither."""
+    the runtime's readiness, so this module knows neither. `pages` (the status page's
+    routes) sit behind the same guard; they replace the plain index at /."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -75,7 +77,9 @@ def make_app(
         )
 
     app = web.Application(middlewares=[guard])
-    app.router.add_get("/", index)
+    if not any(page.path == "/" for page in pages):
+        app.router.add_get("/", index)
+    app.router.add_routes(pages)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

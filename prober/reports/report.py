@@ -6,6 +6,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -61,11 +62,29 @@ class Report:
 def build_report(
     ledger: Ledger, target: TargetConfig, month: ServiceMonth, now: datetime
 ) -> Report:
-    end = min(epoch_minute(now), month.end_minute)
+    end = report_end(month, now)
     counts = ledger.state_counts(target.name, month.start_minute, end)
-    figures = sla.month_so_far(month, end, counts)
-    total = figures.total
     failed = ledger.minutes_in_state(target.name, State.APPARENT_FAILURE, month.start_minute, end)
+    return report_from_counts(target, month, now, counts, failed)
+
+
+def report_end(month: ServiceMonth, now: datetime) -> int:
+    """The minute the report's figures stop before: the one in progress at `now`."""
+    return min(epoch_minute(now), month.end_minute)
+
+
+def report_from_counts(
+    target: TargetConfig,
+    month: ServiceMonth,
+    now: datetime,
+    counts: Mapping[State, int],
+    failed: Iterable[int],
+) -> Report:
+    """The report from the month's minute counts by state before `report_end(month, now)`
+    and its failed minutes: what `build_report` reads from the ledger, or what the status
+    page holds in memory, so both give the same figures."""
+    figures = sla.month_so_far(month, report_end(month, now), counts)
+    total = figures.total
     availability = figures.sla_availability
     ratio = (
         sla.credit_ratio(availability, target.sla.tiers)

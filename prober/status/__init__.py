@@ -1,0 +1,3 @@
+"""The daemon's status page: an overview of every target, a page per target, and the JSON
+API behind them (docs/status-page.md). It reads the in-memory view and the ledger; its
+figures are the report's own."""

@@ -22,6 +22,7 @@ class Attempt:
     # notAfter (epoch seconds) of the peer certificate the attempt saw; live only, the
     # ledger does not store it
     tls_not_after: float | None = None
+    vantage: str = ""  # the prober instance (place) that made it
 
     @property
     def minute(self) -> int:
@@ -37,4 +38,6 @@ class ClosedMinute:
     verdict: Verdict
     counts: OutcomeCounts
     probes: dict[str, tuple[Verdict, OutcomeCounts]] = field(default_factory=dict)
-    attempts: Sequence[Attempt] = ()
+    attempts: Sequence[Attempt] = ()  # what it was decided over (stored as they ended)
+    # the network check failed in this minute: the stored failures become prober_fault
+    network_failed: bool = False

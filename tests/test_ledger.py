@@ -11,12 +11,21 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from prober.errors import LedgerError
-from prober.ledger.store import SCHEMA_VERSION, ImportConflict, Ledger, MinuteRow
+from prober.ledger import store
+from prober.ledger.store import (
+    SCHEMA_VERSION,
+    ImportConflict,
+    Ledger,
+    MinuteRow,
+    NetworkRound,
+    PendingEvidence,
+)
 from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
 
@@ -175,6 +184,88 @@ def test_not_a_ledger_is_refused_and_left_untouched(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="another application's file"):
         Ledger(other)
     assert file_digest(other) == before
+
+
+def test_a_schema_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in store._split_sql(store._MIGRATIONS[0]):
+        db.execute(statement)
+    db.execute(f"PRAGMA application_id = {store.APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO series (id, target, probe) VALUES (1, 'a', ''), (2, 'a', 'login')")
+    db.execute(
+        "INSERT INTO minutes (series_id, minute, state) VALUES (1, ?, 1), (2, ?, 1)", (M0, M0)
+    )
+    db.execute(
+        "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind) "
+        "VALUES (2, ?, ?, 0.5, 1, 'timeout')",
+        (M0, M0 * 60 + 3),
+    )
+    db.execute("INSERT INTO verdict_totals VALUES (1, 1, 1), (2, 1, 1)")
+    db.close()
+    ledger = Ledger(path)
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+    assert [(r.target, r.probe, r.state) for r in ledger.minute_rows()] == [
+        ("a", "", State.APPARENT_FAILURE),
+        ("a", "login", State.APPARENT_FAILURE),
+    ]
+    [attempt] = ledger.attempts_in("a", M0, M0 + 1)
+    assert (attempt.outcome, attempt.error_kind, attempt.vantage) == (
+        Outcome.FAILURE,
+        "timeout",
+        "",
+    )
+    assert ledger.verdict_totals()[("a", "")] == {State.APPARENT_FAILURE: 1}
+
+
+def test_attempts_stored_before_their_minute_come_back_for_their_vantage_only(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    mine = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.SUCCESS, vantage="here")
+    other = Attempt("a", "login", M0 * 60 + 6, 0.1, Outcome.FAILURE, "connect", vantage="there")
+    later = Attempt("a", "login", (M0 + 1) * 60 + 5, 0.1, Outcome.FAILURE, vantage="here")
+    ledger.write_attempts([mine, other, later], [NetworkRound("here", M0, False)])
+    found = ledger.vantage_evidence("here", M0, M0 + 1)
+    assert found.attempts == [mine]
+    assert found.rounds == [NetworkRound("here", M0, False)]
+    assert ledger.vantage_evidence("here", M0, M0 + 2).attempts == [mine, later]
+    # totals count the attempts of closed minutes, once each: none is closed yet
+    assert ledger.attempt_totals() == {}
+
+
+def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prober_faults(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    stored = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="v")
+    elsewhere = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="w")
+    ledger.write_attempts([stored, elsewhere])
+    unstored = Attempt("a", "login", M0 * 60 + 35, 0.1, Outcome.FAILURE, "timeout", vantage="v")
+    down = Verdict(State.NO_DATA, Reason.PROBER_NETWORK)
+    decided = [replace(a, outcome=Outcome.PROBER_FAULT) for a in (stored, unstored)]
+    item = ClosedMinute(
+        "a",
+        M0,
+        down,
+        OutcomeCounts(prober_fault=2),
+        {"login": (down, OutcomeCounts(prober_fault=2))},
+        decided,
+        network_failed=True,
+    )
+    pending = PendingEvidence("v", [unstored], [NetworkRound("v", M0, True)])
+    assert ledger.write_minutes([item], pending) == [item]
+    outcomes = sorted((a.vantage, a.outcome) for a in ledger.attempts_in("a", M0, M0 + 1))
+    assert outcomes == [
+        ("v", Outcome.PROBER_FAULT),
+        ("v", Outcome.PROBER_FAULT),
+        ("w", Outcome.FAILURE),  # another vantage's network was fine
+    ]
+    # the minute's own attempts, as decided (w's minute is not closed: not counted yet)
+    assert ledger.attempt_totals() == {("a", "login"): {Outcome.PROBER_FAULT: 2}}
+    assert ledger.vantage_evidence("v", M0, M0 + 1).rounds == [NetworkRound("v", M0, True)]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from prober.config.models import parse_config
-from prober.ledger.store import Ledger, MinuteRow
+from prober.ledger.store import SCHEMA_VERSION, Ledger, MinuteRow
 from prober.records import Attempt, ClosedMinute
 from prober.runtime.prober import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
@@ -392,7 +392,7 @@ def test_read_commands_explain_a_ledger_they_cannot_read_as_it_is(
     db.close()
     before = digest(path)
     code, _, err = run(capsys, *argv)
-    assert code == 2 and "ledger schema 0 is older than this version's 1" in err
+    assert code == 2 and f"ledger schema 0 is older than this version's {SCHEMA_VERSION}" in err
     assert "ledger migrate" in err
     assert digest(path) == before
 

@@ -8,7 +8,8 @@ import textwrap
 from pathlib import Path
 
 from prober.config.models import parse_config
-from prober.ledger.store import Ledger
+from prober.ledger.store import Ledger, NetworkRound, PendingEvidence
+from prober.records import Attempt
 from prober.runtime.plan import Planned
 from prober.runtime.prober import Prober
 from prober.sla import Outcome, Reason, State
@@ -49,10 +50,10 @@ def break_writes(ledger: Ledger, error: OSError) -> dict[str, bool]:
     real_write = ledger.write_minutes
     failing = {"on": True}
 
-    def write(batch):
+    def write(batch, pending=None):
         if failing["on"]:
             raise error
-        return real_write(batch)
+        return real_write(batch, pending)
 
     ledger.write_minutes = write  # type: ignore[method-assign]
     return failing
@@ -212,6 +213,116 @@ def test_a_start_that_crosses_a_minute_plans_the_rest_of_the_new_minute(tmp_path
         await prober.start()
         assert prober.clockwork.planned_through == minute + 1
         assert prober.clockwork.timers  # armed: the attempts of minute+1 after the start
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_a_finished_attempt_is_stored_with_its_vantage_at_the_next_tick(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        minute = int(BASE // 60)
+        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
+        prober.clockwork.book.started(minute)
+        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
+        assert ledger.attempts_in("t", minute, minute + 1) == []  # not yet: batched
+        await prober.clockwork._tick()
+        [stored] = ledger.attempts_in("t", minute, minute + 1)
+        assert stored.vantage == prober.config_file.vantage and stored.outcome is Outcome.FAILURE
+        assert rows(ledger) == {}  # the minute itself is not closed
+        clock.now = (minute + 1) * 60 + 10
+        await prober.clockwork.close_due()
+        assert rows(ledger) == {minute: (State.APPARENT_FAILURE, Reason.NONE)}
+        assert len(ledger.attempts_in("t", minute, minute + 1)) == 1  # stored once
+        assert ledger.attempt_totals() == {("t", "login"): {Outcome.FAILURE: 1}}
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def earlier_process_stored(ledger: Ledger, vantage: str, *attempts: Attempt) -> None:
+    """What a process of `vantage` stored before it was killed (its minutes never closed)."""
+    ledger.store_evidence(PendingEvidence(vantage, list(attempts), seen_at=BASE))
+
+
+def test_a_restart_inside_a_minute_decides_it_over_both_processes_attempts(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        minute = int(BASE // 60)
+        vantage = prober.config_file.vantage
+        success = Attempt("t", "login", minute * 60 + 2, 0.1, Outcome.SUCCESS, vantage=vantage)
+        earlier_process_stored(ledger, vantage, success)
+        elsewhere = Attempt("t", "login", minute * 60 + 3, 0.1, Outcome.SUCCESS, vantage="other")
+        earlier_process_stored(ledger, "other", elsewhere)  # not this vantage's to take
+        clock.now = minute * 60 + 30  # restarted within the same minute
+        await prober.start()
+        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
+        prober.clockwork.book.started(minute)
+        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)  # fails
+        clock.now = (minute + 1) * 60 + 10
+        await prober.clockwork.close_due()
+        assert rows(ledger)[minute] == (State.AVAILABLE, Reason.NONE)
+        [written] = [r for r in ledger.minute_rows("t") if r.probe == ""]
+        assert (written.counts.success, written.counts.failure) == (1, 1)
+        # each attempt stored once, and counted once in the totals
+        assert (
+            len([a for a in ledger.attempts_in("t", minute, minute + 1) if a.vantage == vantage])
+            == 2
+        )
+        assert ledger.attempt_totals()[("t", "login")] == {Outcome.SUCCESS: 1, Outcome.FAILURE: 1}
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_minutes_a_killed_process_left_unclosed_are_decided_from_what_it_stored(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        minute = int(BASE // 60)
+        vantage = prober.config_file.vantage
+        failed = Attempt(
+            "t", "login", minute * 60 + 2, 0.1, Outcome.FAILURE, "timeout", vantage=vantage
+        )
+        earlier_process_stored(ledger, vantage, failed)
+        clock.now = (minute + 4) * 60 + 20  # back four minutes later
+        await prober.start()
+        clock.now += 1
+        await prober.clockwork.close_due()
+        got = rows(ledger)
+        assert got[minute] == (State.APPARENT_FAILURE, Reason.NONE)  # what it saw, kept
+        down = (State.NO_DATA, Reason.PROBER_DOWN)
+        assert [got[m] for m in range(minute + 1, minute + 4)] == [down] * 3
+        assert prober.view.verdicts[("t", "")][State.APPARENT_FAILURE] == 1
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_a_network_round_stored_before_a_restart_still_excuses_the_minutes_failures(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path, network=True)
+        minute = int(BASE // 60)
+        vantage = prober.config_file.vantage
+        failed = Attempt(
+            "t", "login", minute * 60 + 2, 0.1, Outcome.FAILURE, "connect", vantage=vantage
+        )
+        ledger.store_evidence(
+            PendingEvidence(vantage, [failed], [NetworkRound(vantage, minute, True)], BASE)
+        )
+        clock.now = minute * 60 + 50
+        await prober.start()
+        clock.now = (minute + 1) * 60 + 10
+        await prober.clockwork.close_due()
+        assert rows(ledger)[minute] == (State.NO_DATA, Reason.PROBER_NETWORK)
+        [stored] = ledger.attempts_in("t", minute, minute + 1)
+        assert stored.outcome is Outcome.PROBER_FAULT  # the stored row follows the verdict
         await prober.stop()
 
     asyncio.run(main())

@@ -22,13 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prober.adapters import ProbeContext
 from prober.adapters.http import HttpAdapter, HttpSection
 from prober.expose.metrics import Exposition, TargetInfo
+from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
 from prober.records import Attempt
 from prober.runtime.attempt import run_attempt
 from prober.runtime.clock import SystemClock
 from prober.runtime.clockwork import Clockwork
 from prober.runtime.plan import Planned
-from prober.sla import DEFAULT_TIERS, Outcome, ServiceCalendar
+from prober.runtime.writer import MinuteWriter
+from prober.sla import DEFAULT_TIERS, Outcome, ServiceCalendar, State, Verdict
 from prober.stats import RuntimeStats
 
 from .certs import CA, Leaf
@@ -156,8 +158,17 @@ def test_the_clockworks_attempts_reach_metrics_as_the_targets_expiry(tmp_path: P
     async def main() -> None:
         async with server(leaf) as url:
             probing = adapter(url, ca_file=str(ca.path))
-            # only the stats and the clock are used by one attempt's life in the clockwork
-            clockwork = Clockwork(SystemClock(), stats, None, None, lambda: 0.0)  # type: ignore[arg-type]
+            # one attempt's life in the clockwork uses the stats, the clock and the writer
+            ledger = Ledger(tmp_path / "ledger.sqlite3")
+            writer = MinuteWriter(
+                ledger,
+                LedgerView(),
+                stats,
+                SystemClock(),
+                buffer_minutes=1,
+                verdict_of_missed=lambda _target: lambda _minute: Verdict(State.NO_DATA),
+            )
+            clockwork = Clockwork(SystemClock(), stats, None, writer, lambda: 0.0)  # type: ignore[arg-type]
             try:
                 planned = Planned(time.time(), "chat", "ping", TIMEOUT, 60.0)
                 await clockwork.attempt(planned, probing)

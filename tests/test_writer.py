@@ -33,10 +33,15 @@ class SwitchableLedger(Ledger):
 
     failing = False
 
-    def write_minutes(self, closed):  # type: ignore[override]
+    def write_minutes(self, closed, pending=None):  # type: ignore[override]
         if self.failing:
             raise sqlite3.OperationalError("database or disk is full")
-        return super().write_minutes(closed)
+        return super().write_minutes(closed, pending)
+
+    def store_evidence(self, evidence):  # type: ignore[override]
+        if self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().store_evidence(evidence)
 
     def record_gap(self, *args, **kwargs):  # type: ignore[override]
         if self.failing:

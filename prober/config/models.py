@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -523,6 +525,10 @@ class FleetConfig(Strict):
 
 
 class Config(Strict):
+    vantage: Annotated[str, Field(pattern=VANTAGE_NAME)] | None = Field(
+        None, description="this prober's name as a vantage point (default: the host name)"
+    )
+    fleet: FleetConfig = FleetConfig()
     ledger: LedgerConfig = LedgerConfig()
     web: WebConfig = WebConfig()
     network_check: NetworkCheckConfig | None = None
@@ -624,10 +630,30 @@ def _redacted_value(value: Any) -> Any:
 class ConfigFile:
     """A loaded, validated config and where it came from."""
 
-    def __init__(self, path: Path, config: Config, text: str) -> None:
+    def __init__(
+        self, path: Path, config: Config, text: str, environ: dict[str, str] | None = None
+    ) -> None:
         self.path = path
         self.config = config
         self.text = text
+        env = os.environ if environ is None else environ
+        self.vantage = _vantage(config, env)
+        self.shard = _shard(config, env)
+
+    @property
+    def vantages_per_target(self) -> int:
+        wanted = self.config.fleet.vantages_per_target
+        return self.shard.count if wanted is None else min(wanted, self.shard.count)
+
+    def probes_target(self, name: str) -> bool:
+        """Whether this replica's shard probes `name`: each target goes to
+        `vantages_per_target` consecutive shards from a stable hash of its name, so a target
+        stays where it is when others are added."""
+        count = self.shard.count
+        if count == 1:
+            return True
+        first = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % count
+        return (self.shard.index - first) % count < self.vantages_per_target
 
     @property
     def ledger_path(self) -> Path:
@@ -701,6 +727,42 @@ def validate_document(
 def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> ConfigFile:
     config = validate_document(Config, text, path, resolve_secrets=resolve_secrets)
     return ConfigFile(path, config, text)
+
+
+def _vantage(config: Config, env: os._Environ[str] | dict[str, str]) -> str:
+    configured = env.get(ENV_VANTAGE)
+    if configured is not None:
+        if not re.match(VANTAGE_NAME, configured):
+            raise UserError(
+                f"{ENV_VANTAGE}={configured[:80]!r}: a vantage name is 1-63 letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit"
+            )
+        return configured
+    if config.vantage is not None:
+        return config.vantage
+    # The host name, made to fit (a pod's or a machine's name usually fits as it is).
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-._")[:63]
+    return host or "prober"
+
+
+def _shard(config: Config, env: os._Environ[str] | dict[str, str]) -> ShardConfig:
+    shard = config.fleet.shard
+    values = {"index": shard.index, "count": shard.count}
+    for key, name in (("index", ENV_SHARD_INDEX), ("count", ENV_SHARD_COUNT)):
+        raw = env.get(name)
+        if raw is None:
+            continue
+        if not re.fullmatch(r"[0-9]{1,4}", raw.strip()):
+            raise UserError(f"{name}={raw[:80]!r}: not a whole number")
+        values[key] = int(raw)
+    try:
+        return ShardConfig(**values)
+    except ValueError as exc:
+        raise UserError(
+            f"fleet shard from {ENV_SHARD_INDEX}/{ENV_SHARD_COUNT} and the config: "
+            f"index {values['index']}, count {values['count']}: the index must be below the "
+            f"count, which is 1 to {MAX_SHARDS}"
+        ) from exc
 
 
 def load_config(path: str | Path, *, resolve_secrets: bool = True) -> ConfigFile:

@@ -414,6 +414,11 @@ class Exposition:
                 p.discarded_attempts,
             ),
             (
+                "im_attempts_unstored_total",
+                "Finished attempts never stored: the ledger refused writes past the buffer.",
+                p.dropped_attempts,
+            ),
+            (
                 "im_clock_steps_total",
                 "Wall-clock steps noticed against the monotonic clock.",
                 p.clock_steps,

@@ -3,7 +3,13 @@
 Tables:
 - `series`: one row per (target, probe); probe '' is the target-level verdict.
 - `minutes`: one row per series and closed minute (epoch minute, UTC), written once.
-- `attempts`: the evidence behind the minutes, pruned after the retention period.
+- `attempts`: the evidence behind the minutes, pruned after the retention period; each
+  carries the vantage (prober instance) that made it and is stored within about a second of
+  ending, before its minute closes, so a restart or a crash loses at most that second.
+- `network_rounds`: each vantage's network-check rounds per minute, stored like attempts, so
+  a minute decided after a restart knows what the check found before it.
+- `vantage_minutes` / `vantage_totals`: per-vantage verdicts in a fleet of probers (the
+  fleet verdict is the `minutes` row); `vantages`: each prober's heartbeat and progress.
 - `verdict_totals` / `attempt_totals`: running counts kept in the same transactions, so
   metrics and start-up read a few rows instead of scanning millions.
 States, reasons and outcomes are stored as small integers (see `sla.types`); the
@@ -17,7 +23,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +40,11 @@ from .codes import (
 )
 
 APPLICATION_ID = 0x494D5052  # "IMPR": marks the file as an im-prober ledger
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TARGET_LEVEL = ""  # the probe name of target-level rows
 _NO_END = 2**62  # an epoch minute later than any real one: "no upper bound" in queries
+# A restart looks this far back for minutes its vantage stored attempts of but never closed.
+RECOVERY_MINUTES = 24 * 60
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,8 +99,45 @@ SELECT s.target, s.probe,
 FROM minutes m JOIN series s ON s.id = m.series_id;
 """
 
+_SCHEMA_V2 = """
+ALTER TABLE attempts ADD COLUMN vantage TEXT NOT NULL DEFAULT '';
+CREATE INDEX attempts_by_vantage_minute ON attempts (vantage, minute);
+CREATE TABLE network_rounds (
+    vantage TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    all_failed INTEGER NOT NULL
+);
+CREATE INDEX network_rounds_by_minute ON network_rounds (vantage, minute);
+CREATE TABLE vantage_minutes (
+    series_id INTEGER NOT NULL REFERENCES series(id),
+    vantage TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    reason INTEGER NOT NULL DEFAULT 0,
+    success INTEGER NOT NULL DEFAULT 0,
+    failure INTEGER NOT NULL DEFAULT 0,
+    client_error INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    prober_fault INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (series_id, minute, vantage)
+) WITHOUT ROWID;
+CREATE INDEX vantage_minutes_by_minute ON vantage_minutes (minute);
+CREATE TABLE vantage_totals (
+    series_id INTEGER NOT NULL, vantage TEXT NOT NULL, state INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (series_id, vantage, state)
+) WITHOUT ROWID;
+CREATE TABLE vantages (
+    name TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    closed_through INTEGER NOT NULL DEFAULT -1,
+    version TEXT NOT NULL DEFAULT ''
+);
+"""
+
 # Index i upgrades a ledger from schema version i to i + 1.
-_MIGRATIONS: list[str] = [_SCHEMA_V1]
+_MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +150,53 @@ class MinuteRow:
     state: State
     reason: Reason = Reason.NONE
     counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRound:
+    """One network-check round of a vantage: did every reference fail?"""
+
+    vantage: str
+    minute: int
+    all_failed: bool
+
+
+@dataclass(slots=True)
+class PendingEvidence:
+    """What a vantage has finished but not stored yet, written before the minutes."""
+
+    vantage: str
+    attempts: list[Attempt] = field(default_factory=list)
+    rounds: list[NetworkRound] = field(default_factory=list)
+    seen_at: float = 0.0  # when the vantage handed it over: its heartbeat in the ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    attempts: list[Attempt]
+    rounds: list[NetworkRound]
+
+
+_ATTEMPT_COLUMNS = (
+    "s.target, s.probe, a.started_at, a.duration, a.outcome, a.error_kind, a.error_code, "
+    "a.http_status, a.detail, a.vantage"
+)
+
+
+def _attempt(row: tuple) -> Attempt:
+    t, p, started, duration, o, kind, code, status, detail, vantage = row
+    return Attempt(
+        t,
+        p,
+        started,
+        duration,
+        OUTCOMES_BY_CODE[o],
+        kind,
+        code,
+        status,
+        detail,
+        vantage=vantage,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,12 +441,36 @@ class Ledger:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def write_minutes(self, closed: Iterable[ClosedMinute]) -> list[ClosedMinute]:
-        """Write closed minutes with their attempts, all in one transaction. A minute that is
-        already in the ledger is left as it is (a minute is written once). Returns the items
-        that were written."""
-        written: list[ClosedMinute] = []
+    def write_attempts(
+        self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound] = ()
+    ) -> None:
+        """Store finished attempts (and network-check rounds) before their minute closes."""
         with self._transaction() as tx:
+            tx.insert_pending(attempts, rounds)
+
+    def store_evidence(self, evidence: PendingEvidence) -> None:
+        """Store a vantage's finished attempts and rounds, and its heartbeat."""
+        with self._transaction() as tx:
+            tx.insert_pending(evidence.attempts, evidence.rounds)
+            tx.heartbeat(evidence.vantage, evidence.seen_at, None)
+
+    def write_minutes(
+        self, closed: Sequence[ClosedMinute], pending: PendingEvidence | None = None
+    ) -> list[ClosedMinute]:
+        """Write closed minutes, all in one transaction. A minute that is already in the
+        ledger is left as it is (a minute is written once). Returns the items written.
+
+        The daemon stores attempts as they end and passes those not stored yet as `pending`
+        (written first, in the same transaction); without it, each minute's own attempts
+        are stored with it (imports, tools, tests). A minute whose network check failed
+        turns its vantage's stored failures into prober_fault, as the verdict did."""
+        written: list[ClosedMinute] = []
+        moved: set[int] = set()  # minutes whose failures were made prober faults
+        with self._transaction() as tx:
+            if pending is not None:
+                tx.insert_pending(pending.attempts, pending.rounds)
+                newest = max((item.minute for item in closed), default=None)
+                tx.heartbeat(pending.vantage, pending.seen_at, newest)
             for item in closed:
                 sid = self._series_id(item.target)
                 if not tx.insert_minute(sid, item.minute, item.verdict, item.counts):
@@ -365,7 +481,13 @@ class Ledger:
                         self._series_id(item.target, probe), item.minute, verdict, counts
                     )
                 for attempt in item.attempts:
-                    tx.insert_attempt(self._series_id(item.target, attempt.probe), attempt)
+                    sid = self._series_id(item.target, attempt.probe)
+                    if pending is None:
+                        tx.insert_attempt(sid, attempt)
+                    tx.count_attempt(sid, attempt)
+                if pending is not None and item.network_failed and item.minute not in moved:
+                    moved.add(item.minute)
+                    tx.reclassify_network_failures(item.minute, pending.vantage)
         return written
 
     def record_gap(
@@ -576,17 +698,64 @@ class Ledger:
         """Attempts of a target (all probes) that started in minutes [start, end)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT s.target, s.probe, a.started_at, a.duration, a.outcome, a.error_kind, "
-                "a.error_code, a.http_status, a.detail FROM attempts a "
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a "
                 "JOIN series s ON s.id = a.series_id "
                 "WHERE s.target = ? AND a.minute >= ? AND a.minute < ? "
                 "ORDER BY a.started_at, a.id",
                 (target, start, end),
             ).fetchall()
-        return [
-            Attempt(t, p, started, duration, OUTCOMES_BY_CODE[o], kind, code, status, detail)
-            for t, p, started, duration, o, kind, code, status, detail in rows
-        ]
+        return [_attempt(row) for row in rows]
+
+    def unclosed_evidence(self, vantage: str, current: int) -> Evidence:
+        """What this vantage stored for minutes that never closed (the process crashed, was
+        killed, or restarts inside a minute), up to `current`: looked for after the minute
+        it last closed, at most RECOVERY_MINUTES back (15 when it never closed one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT closed_through FROM vantages WHERE name = ?", (vantage,)
+            ).fetchone()
+            closed_through = row[0] if row is not None else -1
+            since = current - (RECOVERY_MINUTES if closed_through >= 0 else 15)
+            since = max(since, closed_through + 1)
+            rows = self._db.execute(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a "
+                "JOIN series s ON s.id = a.series_id "
+                "LEFT JOIN series t ON t.target = s.target AND t.probe = '' "
+                "LEFT JOIN minutes m ON m.series_id = t.id AND m.minute = a.minute "
+                "WHERE a.vantage = ? AND a.minute >= ? AND a.minute <= ? AND m.minute IS NULL "
+                "ORDER BY a.started_at, a.id",
+                (vantage, since, current),
+            ).fetchall()
+            rounds = self._db.execute(
+                "SELECT vantage, minute, all_failed FROM network_rounds "
+                "WHERE vantage = ? AND minute >= ? AND minute <= ?",
+                (vantage, since, current),
+            ).fetchall()
+        return Evidence(
+            [_attempt(row) for row in rows],
+            [NetworkRound(v, m, bool(f)) for v, m, f in rounds],
+        )
+
+    def vantage_evidence(self, vantage: str, start: int, end: int) -> Evidence:
+        """A vantage's attempts (every target) and network rounds of minutes [start, end):
+        what a restarted prober merges into the minutes it has not closed yet."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a "
+                "JOIN series s ON s.id = a.series_id "
+                "WHERE a.vantage = ? AND a.minute >= ? AND a.minute < ? "
+                "ORDER BY a.started_at, a.id",
+                (vantage, start, end),
+            ).fetchall()
+            rounds = self._db.execute(
+                "SELECT vantage, minute, all_failed FROM network_rounds "
+                "WHERE vantage = ? AND minute >= ? AND minute < ?",
+                (vantage, start, end),
+            ).fetchall()
+        return Evidence(
+            [_attempt(row) for row in rows],
+            [NetworkRound(v, m, bool(f)) for v, m, f in rounds],
+        )
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -665,7 +834,7 @@ class _Transaction:
     def insert_attempt(self, sid: int, attempt: Attempt) -> None:
         self._db.execute(
             "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
-            "error_code, http_status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "error_code, http_status, detail, vantage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sid,
                 attempt.minute,
@@ -676,9 +845,43 @@ class _Transaction:
                 attempt.error_code,
                 attempt.http_status,
                 attempt.detail,
+                attempt.vantage,
             ),
         )
+
+    def count_attempt(self, sid: int, attempt: Attempt) -> None:
+        """Attempt totals count the attempts of closed minutes, with the outcome the verdict
+        used: stored earlier or not, merged from two processes or not, each counts once."""
         self._outcomes[(sid, OUTCOME_CODES[attempt.outcome])] += 1
+
+    def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
+        series_id = self._ledger._series_id
+        for attempt in attempts:
+            self.insert_attempt(series_id(attempt.target, attempt.probe), attempt)
+        self._db.executemany(
+            "INSERT INTO network_rounds VALUES (?, ?, ?)",
+            [(r.vantage, r.minute, int(r.all_failed)) for r in rounds],
+        )
+
+    def heartbeat(self, vantage: str, seen_at: float, closed_through: int | None) -> None:
+        from .. import __version__
+
+        self._db.execute(
+            "INSERT INTO vantages (name, started_at, last_seen, closed_through, version) "
+            "VALUES (?, ?, ?, coalesce(?, -1), ?) ON CONFLICT (name) DO UPDATE SET "
+            "last_seen = max(last_seen, excluded.last_seen), "
+            "closed_through = max(closed_through, excluded.closed_through), "
+            "version = excluded.version",
+            (vantage, seen_at, seen_at, closed_through, __version__),
+        )
+
+    def reclassify_network_failures(self, minute: int, vantage: str) -> None:
+        """The network check failed in `minute`: the vantage's failures were its own."""
+        failure, fault = OUTCOME_CODES[Outcome.FAILURE], OUTCOME_CODES[Outcome.PROBER_FAULT]
+        self._db.execute(
+            "UPDATE attempts SET outcome = ? WHERE vantage = ? AND minute = ? AND outcome = ?",
+            (fault, vantage, minute, failure),
+        )
 
     def _flush_totals(self) -> None:
         for table, counter in (

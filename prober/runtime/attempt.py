@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_attempt(
-    adapter: Adapter, context: ProbeContext, clock: Clock | None = None
+    adapter: Adapter, context: ProbeContext, clock: Clock | None = None, vantage: str = ""
 ) -> Attempt:
     """Never raises but for cancellation: a timeout is the service's `failure`/`timeout`; an
     exception the adapter let escape is the prober's own fault (`local_resources` when
@@ -48,4 +48,5 @@ async def run_attempt(
         result.http_status,
         result.detail,
         result.tls_not_after,
+        vantage,
     )

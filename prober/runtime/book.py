@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..records import Attempt, ClosedMinute
 from ..sla import (
+    Outcome,
     OutcomeCounts,
     Policy,
     Window,
@@ -125,21 +126,20 @@ class MinuteBook:
             total = OutcomeCounts()
             for counts in per_probe.values():
                 total = total + counts
-            closed.append(ClosedMinute(rules.name, minute, verdict, total, probes, attempts))
+            closed.append(
+                ClosedMinute(rules.name, minute, verdict, total, probes, attempts, network_failed)
+            )
         return closed
 
+    def restore(self, attempts: Iterable[Attempt], rounds: Iterable[tuple[int, bool]]) -> None:
+        """Take back what an earlier process of this vantage stored for minutes not closed
+        yet, so they are decided over both processes' attempts."""
+        for attempt in attempts:
+            if not self.is_closed(attempt.minute):
+                self.attempts[(attempt.target, attempt.minute)].append(attempt)
+        for minute, all_failed in rounds:
+            self.network_round(minute, all_failed)
 
-def _with_outcome(attempt: Attempt, outcome: object) -> Attempt:
-    if outcome is attempt.outcome:
-        return attempt
-    return Attempt(
-        attempt.target,
-        attempt.probe,
-        attempt.started_at,
-        attempt.duration,
-        outcome,  # type: ignore[arg-type]
-        attempt.error_kind,
-        attempt.error_code,
-        attempt.http_status,
-        attempt.detail,
-    )
+
+def _with_outcome(attempt: Attempt, outcome: Outcome) -> Attempt:
+    return attempt if outcome is attempt.outcome else replace(attempt, outcome=outcome)

@@ -42,8 +42,10 @@ class Clockwork:
         targets: TargetSet,
         writer: MinuteWriter,
         close_delay: Callable[[], float],
+        vantage: str = "",
     ) -> None:
         self.clock = clock
+        self.vantage = vantage
         self.stats = stats
         self.targets = targets
         self.writer = writer
@@ -161,7 +163,12 @@ class Clockwork:
     def _launch_network(self, planned: Planned, check: NetworkCheck) -> None:
         if self.stopping or self.netcheck is not check or self._late(planned):
             return
-        self.spawn(check.round_into(planned.minute, self.book, self.stats))
+        self.spawn(self._network_round(planned.minute, check))
+
+    async def _network_round(self, minute: int, check: NetworkCheck) -> None:
+        all_failed = await check.round_into(minute, self.book, self.stats)
+        if not self.book.is_closed(minute):
+            self.writer.add_round(minute, all_failed)
 
     # -- collect -------------------------------------------------------------------------
 
@@ -171,14 +178,16 @@ class Clockwork:
             planned.target, planned.probe, planned.timeout, planned.at, attempt_id
         )
         try:
-            attempt = await run_attempt(adapter, context, self.clock)
+            attempt = await run_attempt(adapter, context, self.clock, self.vantage)
         except asyncio.CancelledError:
             self.book.abandoned(planned.minute)
             raise
         self.stats.observe_duration(planned.target, planned.probe, attempt.duration)
         self.stats.saw_attempt(attempt)  # the paging streak moves now, not at the close
         self.stats.saw_certificate(planned.target, planned.probe, attempt.tls_not_after)
-        if not self.book.finished(attempt, planned.minute):
+        if self.book.finished(attempt, planned.minute):
+            self.writer.add_attempt(attempt)  # stored at the next tick, within a second
+        else:
             self.stats.discarded_attempts += 1
             event(
                 logging.WARNING,
@@ -194,7 +203,11 @@ class Clockwork:
     async def tick(self) -> None:
         """The scheduler's job every second: close what is due, one closer at a time."""
         if self._close_task is None or self._close_task.done():
-            self._close_task = asyncio.get_running_loop().create_task(self.close_due())
+            self._close_task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        await self.close_due()
+        await self.writer.store_evidence()
 
     async def close_due(self, final: bool = False) -> None:
         now = self.clock.wall()
@@ -234,3 +247,6 @@ class Clockwork:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._close_task
         await self.close_due(final=True)
+        # The minute still running was not closed: what it has so far is stored, for the
+        # next start to take back.
+        await self.writer.store_evidence()

@@ -70,8 +70,9 @@ class NetworkCheck:
             self._last_down = down
         return self._last_down
 
-    async def round_into(self, minute: int, book: MinuteBook, stats: RuntimeStats) -> None:
-        """One round of `minute`, recorded in the book (for the verdict) and the stats."""
+    async def round_into(self, minute: int, book: MinuteBook, stats: RuntimeStats) -> bool:
+        """One round of `minute`, recorded in the book (for the verdict) and the stats;
+        returns whether every reference failed."""
         all_failed = await self.all_failed()
         book.network_round(minute, all_failed)
         was = stats.network_up
@@ -84,6 +85,7 @@ class NetworkCheck:
                 else "network check: references reachable again",
                 minute=minute_iso(minute),
             )
+        return all_failed
 
     async def aclose(self) -> None:
         await self._http.aclose()

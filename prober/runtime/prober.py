@@ -36,7 +36,7 @@ from .clock import Clock, SystemClock
 from .clockwork import Clockwork
 from .netcheck import NetworkCheck
 from .targets import TargetSet
-from .writer import MinuteWriter
+from .writer import WRITE_ERRORS, MinuteWriter
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
 
@@ -68,9 +68,15 @@ class Prober:
             self.clock,
             buffer_minutes=self.config.scheduler.write_buffer_minutes,
             verdict_of_missed=self.targets.verdict_of_missed,
+            vantage=config_file.vantage,
         )
         self.clockwork = Clockwork(
-            self.clock, self.stats, self.targets, self.writer, lambda: self.close_delay
+            self.clock,
+            self.stats,
+            self.targets,
+            self.writer,
+            lambda: self.close_delay,
+            config_file.vantage,
         )
         self.scheduler: AsyncIOScheduler | None = None
 
@@ -101,14 +107,15 @@ class Prober:
         current = int(now // 60)
         self.targets.replace(self.config.targets, current)
         await self.writer.warn_of_future_rows(current)
-        await self.writer.record_missed(list(self.config.targets), current)
+        first_open = await self._take_back_unclosed(current)
+        await self.writer.record_missed(list(self.config.targets), first_open)
         calendars = {t.name: t.sla.calendar() for t in self.config.targets}
         await asyncio.to_thread(self.view.restore, self.ledger, calendars, now)
         self.on_targets(self.config.targets)
         self._build_network_check()
         self.stats.reload_timestamp = now
         clockwork = self.clockwork
-        clockwork.next_close = current
+        clockwork.next_close = first_open
         clockwork.planned_through = current - 1
         clockwork.plan(current, after=now)
         if now % 60 >= PLAN_AT_SECOND:
@@ -130,6 +137,31 @@ class Prober:
             ledger=str(self.config_file.ledger_path),
             version=__version__,
         )
+
+    async def _take_back_unclosed(self, current: int) -> int:
+        """Attempts this vantage stored for minutes that never closed (a crash, a kill, a
+        restart inside a minute) go back into the minute book, so those minutes are decided
+        over every attempt made in them. Returns the first minute left to close: minutes
+        before it that have no row are recorded as missed."""
+        try:
+            found = await asyncio.to_thread(
+                self.ledger.unclosed_evidence, self.config_file.vantage, current
+            )
+        except WRITE_ERRORS as exc:  # an unreadable ledger: /readyz and the writer say so
+            event(logging.WARNING, "could not read unclosed attempts", error=str(exc))
+            return current
+        self.clockwork.book.restore(
+            found.attempts, [(r.minute, r.all_failed) for r in found.rounds]
+        )
+        first = min((a.minute for a in found.attempts), default=current)
+        if found.attempts:
+            event(
+                logging.INFO,
+                "took back attempts of minutes that had not closed",
+                attempts=len(found.attempts),
+                since=minute_iso(first),
+            )
+        return min(first, current)
 
     def _build_network_check(self) -> None:
         check = self.config.network_check

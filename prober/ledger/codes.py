@@ -23,6 +23,7 @@ REASON_CODES: dict[Reason, int] = {
     Reason.PROBER_DOWN: 1,
     Reason.PROBER_NETWORK: 2,
     Reason.EXCLUDED_ONLY: 3,
+    Reason.BELOW_QUORUM: 4,
 }
 OUTCOMES_BY_CODE = {v: k for k, v in OUTCOME_CODES.items()}
 STATES_BY_CODE = {v: k for k, v in STATE_CODES.items()}

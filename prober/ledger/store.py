@@ -127,6 +127,27 @@ CREATE TABLE vantage_totals (
     count INTEGER NOT NULL,
     PRIMARY KEY (series_id, vantage, state)
 ) WITHOUT ROWID;
+DROP VIEW minute_rows;
+CREATE VIEW minute_rows AS
+SELECT s.target, s.probe,
+       strftime('%Y-%m-%dT%H:%M:%SZ', m.minute * 60, 'unixepoch') AS minute,
+       CASE m.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
+                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
+       CASE m.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
+                     WHEN 3 THEN 'excluded_only' WHEN 4 THEN 'below_quorum'
+                     ELSE '' END AS reason,
+       m.success, m.failure, m.client_error, m.throttled, m.prober_fault
+FROM minutes m JOIN series s ON s.id = m.series_id;
+CREATE VIEW vantage_minute_rows AS
+SELECT s.target, s.probe, v.vantage,
+       strftime('%Y-%m-%dT%H:%M:%SZ', v.minute * 60, 'unixepoch') AS minute,
+       CASE v.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
+                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
+       CASE v.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
+                     WHEN 3 THEN 'excluded_only' WHEN 4 THEN 'below_quorum'
+                     ELSE '' END AS reason,
+       v.success, v.failure, v.client_error, v.throttled, v.prober_fault
+FROM vantage_minutes v JOIN series s ON s.id = v.series_id;
 CREATE TABLE vantages (
     name TEXT PRIMARY KEY,
     started_at REAL NOT NULL,

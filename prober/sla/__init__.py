@@ -6,6 +6,7 @@ Nothing here reads a clock, the network or a disk; everything is exact arithmeti
 from .claims import ClaimWindow, claim_window, working_days_of
 from .credits import DEFAULT_TIERS, CreditTier, credit_amount, credit_ratio
 from .figures import Figures, count_states, downtime_budget_seconds, month_so_far
+from .fleet import decide_fleet
 from .incidents import Incident, find_incidents
 from .maintenance import OneOffWindow, RecurringWindow, Window, in_maintenance
 from .months import ServiceCalendar, ServiceMonth, epoch_minute, minute_iso, minute_start
@@ -35,6 +36,7 @@ __all__ = [
     "credit_amount",
     "credit_ratio",
     "decide",
+    "decide_fleet",
     "decide_probes",
     "decide_target",
     "downtime_budget_seconds",

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     PROBER_DOWN = "prober_down"
     PROBER_NETWORK = "prober_network"
     EXCLUDED_ONLY = "excluded_only"
+    BELOW_QUORUM = "below_quorum"  # a fleet: fewer vantages saw failures than the quorum
 
 
 class Policy(StrEnum):

@@ -107,8 +107,62 @@ SELECT s.target, s.probe,
 FROM minutes m JOIN series s ON s.id = m.series_id
 """
 
+_ROWS_VIEW = """
+SELECT s.target, s.probe,{vantage}
+       to_char(to_timestamp({t}.minute * 60) AT TIME ZONE 'UTC',
+               'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS minute,
+       CASE {t}.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
+                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
+       CASE {t}.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
+                     WHEN 3 THEN 'excluded_only' WHEN 4 THEN 'below_quorum'
+                     ELSE '' END AS reason,
+       {t}.success, {t}.failure, {t}.client_error, {t}.throttled, {t}.prober_fault
+FROM {table} {t} JOIN series s ON s.id = {t}.series_id"""
+
+_SCHEMA_V2 = f"""
+ALTER TABLE attempts ADD COLUMN vantage text NOT NULL DEFAULT '';
+CREATE INDEX attempts_by_vantage_minute ON attempts (vantage, minute);
+CREATE TABLE network_rounds (
+    vantage text NOT NULL,
+    minute integer NOT NULL,
+    all_failed integer NOT NULL
+);
+CREATE INDEX network_rounds_by_minute ON network_rounds (vantage, minute);
+CREATE TABLE vantage_minutes (
+    series_id integer NOT NULL REFERENCES series(id),
+    vantage text NOT NULL,
+    minute integer NOT NULL,
+    state smallint NOT NULL,
+    reason smallint NOT NULL DEFAULT 0,
+    success integer NOT NULL DEFAULT 0,
+    failure integer NOT NULL DEFAULT 0,
+    client_error integer NOT NULL DEFAULT 0,
+    throttled integer NOT NULL DEFAULT 0,
+    prober_fault integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (series_id, minute, vantage)
+);
+CREATE INDEX vantage_minutes_by_minute ON vantage_minutes (minute);
+CREATE TABLE vantage_totals (
+    series_id integer NOT NULL, vantage text NOT NULL, state smallint NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (series_id, vantage, state)
+);
+DROP VIEW minute_rows;
+CREATE VIEW minute_rows AS {_ROWS_VIEW.format(vantage="", t="m", table="minutes")};
+CREATE VIEW vantage_minute_rows AS
+{_ROWS_VIEW.format(vantage=" v.vantage,", t="v", table="vantage_minutes")};
+CREATE TABLE vantages (
+    name text PRIMARY KEY,
+    started_at double precision NOT NULL,
+    last_seen double precision NOT NULL,
+    closed_through integer NOT NULL DEFAULT -1,
+    version text NOT NULL DEFAULT ''
+)
+"""
+
 # Index i upgrades a ledger from schema version i to i + 1; the same steps as SQLite's.
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class LedgerUnavailable(LedgerError):
@@ -134,10 +188,7 @@ def translate(sql: str) -> str:
     """store.py's statement in psycopg's placeholder style (`?` -> `%s`, `%` -> `%%`)."""
     found = _translated.get(sql)
     if found is None:
-        if sql.startswith("BEGIN IMMEDIATE"):
-            found = "BEGIN"  # a PostgreSQL transaction takes its locks row by row
-        else:
-            found = sql.replace("%", "%%").replace("?", "%s")
+        found = sql.replace("%", "%%").replace("?", "%s")
         if len(_translated) < 4096:
             _translated[sql] = found
     return found
@@ -243,9 +294,11 @@ class PostgresConnection:
             statement = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
             if statement in ("COMMIT", "ROLLBACK", "END"):
                 return self._end(statement)
+            if sql.startswith("BEGIN IMMEDIATE"):
+                sql = "BEGIN"  # a PostgreSQL transaction takes its locks row by row
             conn = self._ready()
             try:
-                cursor = conn.execute(translate(sql), params or None)
+                cursor = conn.execute(translate(sql) if params else sql, params or None)
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
             if statement == "BEGIN":
@@ -314,6 +367,12 @@ class PostgresConnection:
         ).fetchone()[0]
         return "ok" if orphans == 0 else f"{orphans} rows without their series"
 
+    def begin_write(self) -> None:
+        self.execute("BEGIN")
+
+    def write_failed(self, exc: BaseException | None) -> None:
+        """Nothing to do: a lost connection is reconnected by the next use."""
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -372,3 +431,30 @@ class PostgresConnection:
         except BaseException:
             self.execute("ROLLBACK")
             raise
+
+
+def open_database(
+    url: str,
+    password: str | None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    created_by: str = "",
+) -> PostgresConnection:
+    """The ledger's database, connected, checked and (for writing) migrated to this
+    version's schema. Refuses a newer schema, another application's tables, and for
+    reading (or `create=False`) a database that holds no ledger yet."""
+    from .sqlite_file import check_version
+
+    db = PostgresConnection(url, password, readonly=readonly)
+    try:
+        version, has_tables = db.schema_version()
+        if not has_tables and not create and not readonly:
+            raise LedgerError(f"{db.where}: no ledger in this database (has the daemon run yet?)")
+        check_version(db.where, version, SCHEMA_VERSION, readonly=readonly, empty=not has_tables)
+        if not readonly and version < SCHEMA_VERSION:
+            db.migrate(SCHEMA_VERSION, created_by)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -1,4 +1,7 @@
-"""The ledger: one SQLite file (WAL) holding minutes, attempts and running totals.
+"""The ledger: minutes, attempts and running totals, in one SQLite file (WAL; the default,
+for one prober: `sqlite_file`) or one PostgreSQL database (a fleet's shared ledger:
+`postgres`). The statements here are the SQL both engines run; what differs (opening,
+column types, where the schema version lives, PRAGMAs, reconnecting) is the backend's.
 
 Tables:
 - `series`: one row per (target, probe); probe '' is the target-level verdict.
@@ -13,19 +16,19 @@ Tables:
 - `verdict_totals` / `attempt_totals`: running counts kept in the same transactions, so
   metrics and start-up read a few rows instead of scanning millions.
 States, reasons and outcomes are stored as small integers (see `sla.types`); the
-`minute_rows` view shows them by name for anyone reading the file with `sqlite3`.
+`minute_rows` view shows them by name for anyone reading the ledger with `sqlite3` or
+`psql`.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LedgerError, UserError
 from ..records import Attempt, ClosedMinute
@@ -38,127 +41,18 @@ from .codes import (
     STATE_CODES,
     STATES_BY_CODE,
 )
+from .sqlite_file import APPLICATION_ID as APPLICATION_ID
+from .sqlite_file import MIGRATIONS as _MIGRATIONS
+from .sqlite_file import SqliteFile, split_sql
 
-APPLICATION_ID = 0x494D5052  # "IMPR": marks the file as an im-prober ledger
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    from .postgres import PostgresConnection
+
+SCHEMA_VERSION = len(_MIGRATIONS)
 TARGET_LEVEL = ""  # the probe name of target-level rows
 _NO_END = 2**62  # an epoch minute later than any real one: "no upper bound" in queries
 # A restart looks this far back for minutes its vantage stored attempts of but never closed.
 RECOVERY_MINUTES = 24 * 60
-
-_SCHEMA_V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE series (
-    id INTEGER PRIMARY KEY,
-    target TEXT NOT NULL,
-    probe TEXT NOT NULL DEFAULT '',
-    UNIQUE (target, probe)
-);
-CREATE TABLE minutes (
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    minute INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    reason INTEGER NOT NULL DEFAULT 0,
-    success INTEGER NOT NULL DEFAULT 0,
-    failure INTEGER NOT NULL DEFAULT 0,
-    client_error INTEGER NOT NULL DEFAULT 0,
-    throttled INTEGER NOT NULL DEFAULT 0,
-    prober_fault INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (series_id, minute)
-) WITHOUT ROWID;
-CREATE TABLE attempts (
-    id INTEGER PRIMARY KEY,
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    minute INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    duration REAL NOT NULL,
-    outcome INTEGER NOT NULL,
-    error_kind TEXT NOT NULL DEFAULT '',
-    error_code INTEGER,
-    http_status INTEGER,
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX attempts_by_minute ON attempts (series_id, minute);
-CREATE INDEX attempts_by_start ON attempts (started_at);
-CREATE TABLE verdict_totals (
-    series_id INTEGER NOT NULL, state INTEGER NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (series_id, state)
-) WITHOUT ROWID;
-CREATE TABLE attempt_totals (
-    series_id INTEGER NOT NULL, outcome INTEGER NOT NULL, count INTEGER NOT NULL,
-    PRIMARY KEY (series_id, outcome)
-) WITHOUT ROWID;
-CREATE VIEW minute_rows AS
-SELECT s.target, s.probe,
-       strftime('%Y-%m-%dT%H:%M:%SZ', m.minute * 60, 'unixepoch') AS minute,
-       CASE m.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
-                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
-       CASE m.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
-                     WHEN 3 THEN 'excluded_only' ELSE '' END AS reason,
-       m.success, m.failure, m.client_error, m.throttled, m.prober_fault
-FROM minutes m JOIN series s ON s.id = m.series_id;
-"""
-
-_SCHEMA_V2 = """
-ALTER TABLE attempts ADD COLUMN vantage TEXT NOT NULL DEFAULT '';
-CREATE INDEX attempts_by_vantage_minute ON attempts (vantage, minute);
-CREATE TABLE network_rounds (
-    vantage TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    all_failed INTEGER NOT NULL
-);
-CREATE INDEX network_rounds_by_minute ON network_rounds (vantage, minute);
-CREATE TABLE vantage_minutes (
-    series_id INTEGER NOT NULL REFERENCES series(id),
-    vantage TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    reason INTEGER NOT NULL DEFAULT 0,
-    success INTEGER NOT NULL DEFAULT 0,
-    failure INTEGER NOT NULL DEFAULT 0,
-    client_error INTEGER NOT NULL DEFAULT 0,
-    throttled INTEGER NOT NULL DEFAULT 0,
-    prober_fault INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (series_id, minute, vantage)
-) WITHOUT ROWID;
-CREATE INDEX vantage_minutes_by_minute ON vantage_minutes (minute);
-CREATE TABLE vantage_totals (
-    series_id INTEGER NOT NULL, vantage TEXT NOT NULL, state INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (series_id, vantage, state)
-) WITHOUT ROWID;
-DROP VIEW minute_rows;
-CREATE VIEW minute_rows AS
-SELECT s.target, s.probe,
-       strftime('%Y-%m-%dT%H:%M:%SZ', m.minute * 60, 'unixepoch') AS minute,
-       CASE m.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
-                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
-       CASE m.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
-                     WHEN 3 THEN 'excluded_only' WHEN 4 THEN 'below_quorum'
-                     ELSE '' END AS reason,
-       m.success, m.failure, m.client_error, m.throttled, m.prober_fault
-FROM minutes m JOIN series s ON s.id = m.series_id;
-CREATE VIEW vantage_minute_rows AS
-SELECT s.target, s.probe, v.vantage,
-       strftime('%Y-%m-%dT%H:%M:%SZ', v.minute * 60, 'unixepoch') AS minute,
-       CASE v.state WHEN 0 THEN 'available' WHEN 1 THEN 'apparent_failure'
-                    WHEN 2 THEN 'maintenance' ELSE 'no_data' END AS state,
-       CASE v.reason WHEN 1 THEN 'prober_down' WHEN 2 THEN 'prober_network'
-                     WHEN 3 THEN 'excluded_only' WHEN 4 THEN 'below_quorum'
-                     ELSE '' END AS reason,
-       v.success, v.failure, v.client_error, v.throttled, v.prober_fault
-FROM vantage_minutes v JOIN series s ON s.id = v.series_id;
-CREATE TABLE vantages (
-    name TEXT PRIMARY KEY,
-    started_at REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    closed_through INTEGER NOT NULL DEFAULT -1,
-    version TEXT NOT NULL DEFAULT ''
-);
-"""
-
-# Index i upgrades a ledger from schema version i to i + 1.
-_MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,204 +124,56 @@ class ImportConflict(UserError):
     pass
 
 
-def _check_readable(path: Path) -> None:
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(16)
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot open the ledger: {exc.strerror or exc}") from None
-    if header and header != b"SQLite format 3\x00":
-        raise LedgerError(f"{path}: not an im-prober ledger (not an SQLite file)")
-
-
-def _is_readonly_error(exc: BaseException) -> bool:
-    """SQLite refused a write because its file, or the file's folder, is read-only."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith("SQLITE_READONLY") or "readonly database" in str(exc)
-
-
 class Ledger:
-    """The ledger file. Opened for writing (the daemon, `ledger import`), it is created and
+    """The ledger. `location` is the SQLite file's path, or a PostgreSQL URL (with
+    `password`). Opened for writing (the daemon, `ledger import`), it is created and
     migrated as needed; opened with `readonly=True` (report, export, evidence) it is only
-    read: query_only, no migration, no pragma that writes, SQLite's read-only mode where the
-    user may not write the file or its folder, so a file the user may only read works and a
-    file that is not a ledger yet stays exactly as it was."""
+    read and never changed: no migration, and for SQLite no pragma that writes, SQLite's
+    read-only mode where the user may not write the file or its folder, so a file the user
+    may only read works and a file that is not a ledger yet stays exactly as it was."""
 
-    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        location: str | Path,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        password: str | None = None,
+    ) -> None:
+        from .. import __version__
+
         self.readonly = readonly
-        if not self.path.exists():
-            if readonly or not create:
-                raise LedgerError(f"{self.path}: no ledger here (has the daemon run yet?)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            _check_readable(self.path)
-            if readonly and self.path.stat().st_size == 0:
-                raise LedgerError(
-                    f"{self.path}: an empty file, not a ledger yet (the daemon or "
-                    "`ledger import` creates one)"
-                )
         self._lock = threading.RLock()
-        self._reconnect = False  # set when SQLite refused a write: reopen before the next one
         self._series: dict[tuple[str, str], int] = {}
+        self._created: list[tuple[str, str]] = []  # series added by the open transaction
+        created_by = f"im-prober {__version__}"
+        self._db: SqliteFile | PostgresConnection
+        if is_url(location):
+            from .postgres import open_database
+
+            self.path: Path | None = None
+            self._db = open_database(
+                str(location), password, create=create, readonly=readonly, created_by=created_by
+            )
+        else:
+            self.path = Path(location)
+            self._db = SqliteFile(
+                self.path, _MIGRATIONS, create=create, readonly=readonly, created_by=created_by
+            )
+        self.where = self._db.where
         try:
-            if readonly:
-                self._db = self._connect_readonly()
-            else:
-                self._connect()
             self._load_series()
         except sqlite3.DatabaseError as exc:
-            if readonly:
-                raise LedgerError(f"{self.path}: cannot read the ledger: {exc}") from None
-            if _is_readonly_error(exc):
-                raise LedgerError(
-                    f"{self.path}: the ledger's schema must be written, but the file (or its "
-                    "folder) is read-only"
-                ) from None
-            raise LedgerError(f"{self.path}: cannot use the ledger: {exc}") from None
+            self._db.close()
+            raise LedgerError(f"{self.where}: cannot read the ledger: {exc}") from None
+        except BaseException:
+            self._db.close()
+            raise
 
     def _load_series(self) -> None:
         self._series = {
             (t, p): i for i, t, p in self._db.execute("SELECT id, target, probe FROM series")
         }
-
-    # -- opening and migrations ---------------------------------------------------------
-
-    def _connect(self) -> None:
-        self._db = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._open()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _connect_readonly(self) -> sqlite3.Connection:
-        if os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
-            # A reader that may write the file opens it the way writers do, only with
-            # query_only: on close SQLite then removes the -wal/-shm files it created. A
-            # mode=ro connection leaves them behind, owned by this user (root, say), where
-            # the daemon's own user could not write them and so could not write the ledger.
-            db = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-            try:
-                db.execute("PRAGMA query_only = ON")
-                self._check_version(db, readonly=True)
-            except BaseException:
-                db.close()
-                raise
-            return db
-        uri = "file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro"
-        db = sqlite3.connect(
-            uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._check_version(db, readonly=True)
-        except BaseException as exc:
-            db.close()
-            if not isinstance(exc, sqlite3.OperationalError):
-                raise
-            # Reading a WAL-mode file needs its -shm file, which SQLite creates beside it. In
-            # a folder this user may not write, that fails; when there is no -wal file either,
-            # nobody has the ledger open for writing, and it can be read as an immutable file.
-            wal = self.path.with_name(self.path.name + "-wal")
-            if not (_is_readonly_error(exc) or "unable to open" in str(exc)):
-                raise
-            if wal.exists():
-                raise LedgerError(
-                    f"{self.path}: cannot read the ledger as this user: its folder is not "
-                    f"writable, and {wal.name} shows the daemon has it open (or stopped "
-                    "without closing it), so SQLite needs an index file (-shm) beside it; "
-                    "run this as the daemon's user"
-                ) from None
-            db = sqlite3.connect(
-                uri + "&immutable=1",
-                uri=True,
-                timeout=10.0,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                self._check_version(db, readonly=True)
-            except BaseException:
-                db.close()
-                raise
-        db.execute("PRAGMA query_only = ON")
-        return db
-
-    def _check_version(self, db: sqlite3.Connection, *, readonly: bool) -> int:
-        """The file's schema version, after checking it is a ledger this version can use."""
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-        if app_id != APPLICATION_ID and (app_id != 0 or has_tables):
-            raise LedgerError(f"{self.path}: not an im-prober ledger (another application's file)")
-        if version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"{self.path}: written by a newer im-prober (ledger schema {version}); this "
-                f"version reads schema {SCHEMA_VERSION} or older. Upgrade im-prober."
-            )
-        if readonly and version < SCHEMA_VERSION:
-            if version == 0 and not has_tables:
-                raise LedgerError(
-                    f"{self.path}: an empty database, not a ledger yet (the daemon or "
-                    "`ledger import` creates one)"
-                )
-            raise LedgerError(
-                f"{self.path}: ledger schema {version} is older than this version's "
-                f"{SCHEMA_VERSION}; upgrade it first (`im-prober ledger migrate -c CONFIG`, "
-                "or start the daemon) with write access to the file"
-            )
-        return version
-
-    def _open(self) -> None:
-        db = self._db
-        version = self._check_version(db, readonly=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed minute survives power loss too; one fsync per closing batch.
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        if version < SCHEMA_VERSION:
-            self._migrate(version)
-
-    def _reopen_if_refused(self) -> None:
-        """A connection SQLite opened while the file was read-only stays read-only; once a
-        write was refused, the next write opens the file afresh (it may be writable now)."""
-        if not self._reconnect:
-            return
-        old = self._db
-        try:
-            self._connect()
-        except BaseException:
-            self._db = old  # still good for reading
-            raise
-        old.close()
-        self._reconnect = False
-        self._load_series()
-
-    def _migrate(self, version: int) -> None:
-        from .. import __version__
-
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for step in range(version, SCHEMA_VERSION):
-                for statement in _split_sql(_MIGRATIONS[step]):
-                    db.execute(statement)
-            if version == 0:
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(
-                    "INSERT INTO meta VALUES ('created_by', ?)", (f"im-prober {__version__}",)
-                )
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
@@ -446,16 +192,23 @@ class Ledger:
         found = self._series.get(key)
         if found is None:
             self._db.execute(
-                "INSERT OR IGNORE INTO series (target, probe) VALUES (?, ?)", (target, probe)
+                "INSERT INTO series (target, probe) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (target, probe),
             )
             found = self._db.execute(
                 "SELECT id FROM series WHERE target = ? AND probe = ?", (target, probe)
             ).fetchone()[0]
             self._series[key] = found
+            self._created.append(key)
         return found
 
     def _existing_series(self, target: str, probe: str = TARGET_LEVEL) -> int | None:
         return self._series.get((target, probe))
+
+    def refresh_series(self) -> None:
+        """Read the series again: on a shared (PostgreSQL) ledger other probers add some."""
+        with self._lock:
+            self._load_series()
 
     # -- writes -------------------------------------------------------------------------
 
@@ -703,17 +456,15 @@ class Ledger:
             params.append(until)
         sql += " ORDER BY s.target, s.probe, m.minute"
         with self._lock:
-            cursor = self._db.execute(sql, params)
-            while chunk := cursor.fetchmany(5000):
-                for t, p, minute, state, reason, *counts in chunk:
-                    yield MinuteRow(
-                        t,
-                        p,
-                        minute,
-                        STATES_BY_CODE[state],
-                        REASONS_BY_CODE[reason],
-                        OutcomeCounts(*counts),
-                    )
+            for t, p, minute, state, reason, *counts in self._db.stream(sql, params):
+                yield MinuteRow(
+                    t,
+                    p,
+                    minute,
+                    STATES_BY_CODE[state],
+                    REASONS_BY_CODE[reason],
+                    OutcomeCounts(*counts),
+                )
 
     def attempts_in(self, target: str, start: int, end: int) -> list[Attempt]:
         """Attempts of a target (all probes) that started in minutes [start, end)."""
@@ -780,7 +531,33 @@ class Ledger:
 
     def integrity_check(self) -> str:
         with self._lock:
-            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+            return self._db.integrity_check()
+
+
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
+    "error_code, http_status, detail, vantage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _attempt_row(sid: int, attempt: Attempt) -> tuple:
+    return (
+        sid,
+        attempt.minute,
+        attempt.started_at,
+        attempt.duration,
+        OUTCOME_CODES[attempt.outcome],
+        attempt.error_kind,
+        attempt.error_code,
+        attempt.http_status,
+        attempt.detail,
+        attempt.vantage,
+    )
+
+
+def is_url(location: str | Path) -> bool:
+    """A PostgreSQL URL rather than a file's path."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
 class _Transaction:
@@ -795,17 +572,14 @@ class _Transaction:
     def __enter__(self) -> _Transaction:
         ledger = self._ledger
         if ledger.readonly:
-            raise LedgerError(f"{ledger.path}: opened read-only; nothing can be written")
+            raise LedgerError(f"{ledger.where}: opened read-only; nothing can be written")
         ledger._lock.acquire()
         try:
-            ledger._reopen_if_refused()
-            self._db = ledger._db
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            if _is_readonly_error(exc):
-                ledger._reconnect = True
+            self._db.begin_write()
+        except BaseException:
             ledger._lock.release()
             raise
+        ledger._created = []
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -823,12 +597,13 @@ class _Transaction:
             self._ledger._lock.release()
 
     def _abort(self, exc: BaseException | None) -> None:
-        if exc is not None and _is_readonly_error(exc):
-            self._ledger._reconnect = True
+        self._db.write_failed(exc)
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         # Series ids created in the rolled-back transaction do not exist any more.
-        self._ledger._load_series()
+        for key in self._ledger._created:
+            self._ledger._series.pop(key, None)
+        self._ledger._created = []
 
     def insert_minute(self, sid: int, minute: int, verdict: Verdict, counts: OutcomeCounts) -> bool:
         cursor = self._db.execute(
@@ -853,22 +628,7 @@ class _Transaction:
         return added
 
     def insert_attempt(self, sid: int, attempt: Attempt) -> None:
-        self._db.execute(
-            "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
-            "error_code, http_status, detail, vantage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sid,
-                attempt.minute,
-                attempt.started_at,
-                attempt.duration,
-                OUTCOME_CODES[attempt.outcome],
-                attempt.error_kind,
-                attempt.error_code,
-                attempt.http_status,
-                attempt.detail,
-                attempt.vantage,
-            ),
-        )
+        self._db.execute(_INSERT_ATTEMPT, _attempt_row(sid, attempt))
 
     def count_attempt(self, sid: int, attempt: Attempt) -> None:
         """Attempt totals count the attempts of closed minutes, with the outcome the verdict
@@ -877,8 +637,10 @@ class _Transaction:
 
     def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
         series_id = self._ledger._series_id
-        for attempt in attempts:
-            self.insert_attempt(series_id(attempt.target, attempt.probe), attempt)
+        self._db.executemany(
+            _INSERT_ATTEMPT,
+            [_attempt_row(series_id(a.target, a.probe), a) for a in attempts],
+        )
         self._db.executemany(
             "INSERT INTO network_rounds VALUES (?, ?, ?)",
             [(r.vantage, r.minute, int(r.all_failed)) for r in rounds],
@@ -890,8 +652,10 @@ class _Transaction:
         self._db.execute(
             "INSERT INTO vantages (name, started_at, last_seen, closed_through, version) "
             "VALUES (?, ?, ?, coalesce(?, -1), ?) ON CONFLICT (name) DO UPDATE SET "
-            "last_seen = max(last_seen, excluded.last_seen), "
-            "closed_through = max(closed_through, excluded.closed_through), "
+            "last_seen = CASE WHEN excluded.last_seen > vantages.last_seen "
+            "THEN excluded.last_seen ELSE vantages.last_seen END, "
+            "closed_through = CASE WHEN excluded.closed_through > vantages.closed_through "
+            "THEN excluded.closed_through ELSE vantages.closed_through END, "
             "version = excluded.version",
             (vantage, seen_at, seen_at, closed_through, __version__),
         )
@@ -905,17 +669,17 @@ class _Transaction:
         )
 
     def _flush_totals(self) -> None:
-        for table, counter in (
-            ("verdict_totals", self._verdicts),
-            ("attempt_totals", self._outcomes),
+        for table, key, counter in (
+            ("verdict_totals", "state", self._verdicts),
+            ("attempt_totals", "outcome", self._outcomes),
         ):
             if counter:
+                # In key order: two probers adding to the same totals never deadlock.
                 self._db.executemany(
-                    f"INSERT INTO {table} VALUES (?, ?, ?) "
-                    "ON CONFLICT DO UPDATE SET count = count + excluded.count",
-                    [(sid, code, n) for (sid, code), n in counter.items()],
+                    f"INSERT INTO {table} VALUES (?, ?, ?) ON CONFLICT (series_id, {key}) "
+                    f"DO UPDATE SET count = {table}.count + excluded.count",
+                    [(sid, code, n) for (sid, code), n in sorted(counter.items())],
                 )
 
 
-def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";\n") if s.strip()]
+_split_sql = split_sql  # tests build old schemas step by step

@@ -61,5 +61,6 @@ def demo_config(write_config) -> Path:
     return write_config("ledger: {path: ledger.sqlite3}\ntargets:\n" + BASE_TARGET)
 
 
+from .ledger_backends import backend  # noqa: E402,F401 - both ledger backends
 from .postgres_fixture import postgres, postgres_url  # noqa: E402,F401 - session fixtures
 from .synapse_fixture import matrix, strict_matrix  # noqa: E402,F401 - session fixtures

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from prober.errors import LedgerError
-from prober.ledger import store
+from prober.ledger import postgres, store
 from prober.ledger.store import (
     SCHEMA_VERSION,
     ImportConflict,
@@ -29,6 +29,7 @@ from prober.ledger.store import (
 from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
 
+from .ledger_backends import Backend
 from .ledger_writer import closed_minute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,16 +40,16 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def dump(ledger_path: Path) -> list[tuple]:
-    db = sqlite3.connect(ledger_path)
+def dump(backend: Backend) -> list[tuple]:
+    db = backend.raw()
     rows = db.execute("SELECT * FROM minute_rows ORDER BY 1, 2, 3").fetchall()
     rows += db.execute("SELECT * FROM verdict_totals ORDER BY 1, 2").fetchall()
     db.close()
     return rows
 
 
-def test_minutes_are_written_once_with_their_attempts(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_minutes_are_written_once_with_their_attempts(backend: Backend) -> None:
+    ledger = backend.open()
     attempt = Attempt("a", "login", M0 * 60 + 1.5, 0.2, Outcome.FAILURE, "timeout", None, 504, "gw")
     item = ClosedMinute(
         "a",
@@ -71,8 +72,8 @@ def test_minutes_are_written_once_with_their_attempts(tmp_path: Path) -> None:
     assert ledger.minutes_in_state("a", State.APPARENT_FAILURE, M0, M0 + 5) == [M0]
 
 
-def test_gap_minutes_become_prober_down_unless_in_maintenance(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_gap_minutes_become_prober_down_unless_in_maintenance(backend: Backend) -> None:
+    ledger = backend.open()
     ledger.write_minutes([ClosedMinute("a", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
 
     def verdict_of(minute: int) -> Verdict:
@@ -95,18 +96,18 @@ def test_gap_minutes_become_prober_down_unless_in_maintenance(tmp_path: Path) ->
     assert ledger.record_gap("a", [], M0 + 5, M0 + 5) == 0
 
 
-def test_totals_match_the_rows_after_many_writes(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_totals_match_the_rows_after_many_writes(backend: Backend) -> None:
+    ledger = backend.open()
     rng = random.Random(7)
     for m in range(M0, M0 + 300, 3):
         ledger.write_minutes([closed_minute(t, m + i, rng) for t in ("x", "y") for i in range(3)])
     ledger.close()
-    assert_totals_consistent(tmp_path / "l.sqlite3")
+    assert_totals_consistent(backend)
 
 
-def assert_totals_consistent(path: Path) -> None:
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+def assert_totals_consistent(backend: Backend, name: str = "l") -> None:
+    assert backend.integrity(name) == "ok"
+    db = backend.raw(name)
     counted = dict(
         ((sid, state), n)
         for sid, state, n in db.execute(
@@ -159,7 +160,7 @@ def test_killed_writer_leaves_whole_minutes_only(tmp_path: Path) -> None:
         time.sleep(rng.uniform(0.05, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert_totals_consistent(path)
+        assert_totals_consistent(Backend("sqlite", tmp_path), "crash")
         with Ledger(path) as ledger:
             closed = ledger.last_closed_minute("t0")
         assert closed is not None and closed >= start
@@ -186,14 +187,18 @@ def test_not_a_ledger_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert file_digest(other) == before
 
 
-def test_a_schema_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    for statement in store._split_sql(store._MIGRATIONS[0]):
-        db.execute(statement)
-    db.execute(f"PRAGMA application_id = {store.APPLICATION_ID}")
-    db.execute("PRAGMA user_version = 1")
-    db.execute("INSERT INTO series (id, target, probe) VALUES (1, 'a', ''), (2, 'a', 'login')")
+def test_a_schema_1_ledger_is_upgraded_in_place_keeping_every_row(backend: Backend) -> None:
+    db = backend.raw("old")
+    if backend.is_postgres:
+        for statement in store._split_sql(postgres.MIGRATIONS[0]):
+            db.execute(statement)
+        db.execute("INSERT INTO meta VALUES ('application', 'im-prober'), ('schema_version', '1')")
+    else:
+        for statement in store._split_sql(store._MIGRATIONS[0]):
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id = {store.APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO series (target, probe) VALUES ('a', ''), ('a', 'login')")
     db.execute(
         "INSERT INTO minutes (series_id, minute, state) VALUES (1, ?, 1), (2, ?, 1)", (M0, M0)
     )
@@ -204,8 +209,12 @@ def test_a_schema_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path: Path
     )
     db.execute("INSERT INTO verdict_totals VALUES (1, 1, 1), (2, 1, 1)")
     db.close()
-    ledger = Ledger(path)
-    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    ledger = backend.open("old")
+    db = backend.raw("old")
+    if backend.is_postgres:
+        version = db.schema_version()[0]
+    else:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION
     assert [(r.target, r.probe, r.state) for r in ledger.minute_rows()] == [
         ("a", "", State.APPARENT_FAILURE),
@@ -221,9 +230,9 @@ def test_a_schema_1_ledger_is_upgraded_in_place_keeping_every_row(tmp_path: Path
 
 
 def test_attempts_stored_before_their_minute_come_back_for_their_vantage_only(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger = backend.open()
     mine = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.SUCCESS, vantage="here")
     other = Attempt("a", "login", M0 * 60 + 6, 0.1, Outcome.FAILURE, "connect", vantage="there")
     later = Attempt("a", "login", (M0 + 1) * 60 + 5, 0.1, Outcome.FAILURE, vantage="here")
@@ -237,9 +246,9 @@ def test_attempts_stored_before_their_minute_come_back_for_their_vantage_only(
 
 
 def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prober_faults(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+    ledger = backend.open()
     stored = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="v")
     elsewhere = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="w")
     ledger.write_attempts([stored, elsewhere])
@@ -268,31 +277,43 @@ def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prob
     assert ledger.vantage_evidence("v", M0, M0 + 1).rounds == [NetworkRound("v", M0, True)]
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite3"
-    Ledger(path).close()
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.commit()
+def test_newer_schema_is_refused(backend: Backend) -> None:
+    backend.open().close()
+    db = backend.raw()
+    if backend.is_postgres:
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
+    else:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(LedgerError, match="newer im-prober"):
-        Ledger(path)
+    before = backend.snapshot()
+    for readonly in (False, True):
+        with pytest.raises(
+            LedgerError, match=f"newer im-prober \\(ledger schema {SCHEMA_VERSION + 1}\\)"
+        ):
+            backend.open(readonly=readonly)
+    assert backend.snapshot() == before
 
 
-def test_missing_ledger_for_reading(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match="no ledger here"):
-        Ledger(tmp_path / "absent.sqlite3", create=False)
-    assert not (tmp_path / "absent.sqlite3").exists()
+def test_missing_ledger_for_reading(backend: Backend) -> None:
+    with pytest.raises(LedgerError, match=r"no ledger (here|in this database)"):
+        backend.open("absent", create=False)
+    with pytest.raises(LedgerError, match=r"no ledger here|an empty database, not a ledger yet"):
+        backend.open("absent", readonly=True)
+    if backend.is_postgres:
+        assert backend.raw("absent").schema_version() == (0, False)  # nothing was created
+    else:
+        assert not backend.location("absent").exists()
 
 
-def test_import_is_idempotent_and_refuses_conflicts_whole(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite3"
-    ledger = Ledger(path)
+def test_import_is_idempotent_and_refuses_conflicts_whole(backend: Backend) -> None:
+    ledger = backend.open()
     rows = [(i + 2, MinuteRow("a", "", M0 + i, State.AVAILABLE)) for i in range(10)]
     assert ledger.import_rows(rows).added == 10
     again = ledger.import_rows(rows)
     assert (again.added, again.unchanged) == (0, 10)
-    before = dump(path)
+    before = dump(backend)
     conflicting = [
         (2, MinuteRow("a", "", M0 + 20, State.AVAILABLE)),  # new, would be added
         (3, MinuteRow("a", "", M0 + 4, State.APPARENT_FAILURE)),  # contradicts the ledger
@@ -301,21 +322,21 @@ def test_import_is_idempotent_and_refuses_conflicts_whole(tmp_path: Path) -> Non
         ImportConflict, match=r"line 3: .* apparent_failure in the file but available"
     ):
         ledger.import_rows(conflicting)
-    assert dump(path) == before
+    assert dump(backend) == before
     inner = [
         (2, MinuteRow("a", "", M0 + 30, State.AVAILABLE)),
         (9, MinuteRow("a", "", M0 + 30, State.NO_DATA, Reason.PROBER_DOWN)),
     ]
     with pytest.raises(ImportConflict, match=r"line 9: .* contradicts line 2"):
         ledger.import_rows(inner)
-    assert dump(path) == before
+    assert dump(backend) == before
     # the series cache survived the rollback: later writes still work
     ledger.write_minutes([ClosedMinute("b", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
     assert ledger.last_closed_minute("b") == M0
 
 
-def test_prune_keeps_minutes(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_prune_keeps_minutes(backend: Backend) -> None:
+    ledger = backend.open()
     rng = random.Random(3)
     ledger.write_minutes([closed_minute("a", M0 + i, rng) for i in range(20)])
     minutes_before = ledger.state_counts("a", M0, M0 + 20)
@@ -324,12 +345,11 @@ def test_prune_keeps_minutes(tmp_path: Path) -> None:
     assert ledger.state_counts("a", M0, M0 + 20) == minutes_before
 
 
-def test_a_ledger_opened_read_only_reads_and_never_writes(tmp_path: Path) -> None:
-    path = tmp_path / "l.sqlite3"
-    with Ledger(path) as ledger:
+def test_a_ledger_opened_read_only_reads_and_never_writes(backend: Backend) -> None:
+    with backend.open() as ledger:
         ledger.write_minutes([ClosedMinute("a", M0, Verdict(State.AVAILABLE), OutcomeCounts(1))])
-    before = file_digest(path)
-    with Ledger(path, readonly=True) as reader:
+    before = backend.snapshot()
+    with backend.open(readonly=True) as reader:
         assert reader.last_closed_minute("a") == M0
         assert reader.state_counts("a", M0, M0 + 1)[State.AVAILABLE] == 1
         with pytest.raises(LedgerError, match="opened read-only"):
@@ -338,16 +358,15 @@ def test_a_ledger_opened_read_only_reads_and_never_writes(tmp_path: Path) -> Non
             )
         with pytest.raises(LedgerError, match="opened read-only"):
             reader.record_gap("a", [], M0 + 1, M0 + 5)
-    assert file_digest(path) == before
-    assert sorted(os.listdir(tmp_path)) == ["l.sqlite3"]  # no -wal/-shm left behind
-    # a missing file is not created by a reader
-    with pytest.raises(LedgerError, match="no ledger here"):
-        Ledger(tmp_path / "absent.sqlite3", readonly=True)
-    assert not (tmp_path / "absent.sqlite3").exists()
+        with pytest.raises(LedgerError, match="opened read-only"):
+            reader.write_attempts([Attempt("a", "login", M0 * 60 + 70, 0.1, Outcome.SUCCESS)])
+    assert backend.snapshot() == before
+    if not backend.is_postgres:
+        assert sorted(os.listdir(backend.folder)) == ["l.sqlite3"]  # no -wal/-shm left behind
 
 
-def test_rows_at_or_after_a_minute_are_not_the_last_closed_one(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "l.sqlite3")
+def test_rows_at_or_after_a_minute_are_not_the_last_closed_one(backend: Backend) -> None:
+    ledger = backend.open()
     ledger.write_minutes(
         [ClosedMinute("a", M0 + i, Verdict(State.AVAILABLE), OutcomeCounts(1)) for i in range(3)]
     )

@@ -5,7 +5,10 @@ evaluates the shipped rules and sends alerts to Debian's Alertmanager running th
 routing, which posts them to a local webhook. The daemon probes a local chat service:
 
   M0      the service works           → available
-  M1, M2  every attempt gets 503      → apparent_failure, twice: IMApparentFailure pages
+  M1, M2  every attempt gets 503      → IMTargetFailingNow pages during M1, from the attempts;
+                                        apparent_failure twice: IMApparentFailure fires
+  M3      the service works again     → IMTargetFailingNow resolves; Alertmanager holds the
+                                        IMApparentFailure page back (one page per outage)
 
 Then: the recording rules show the failed minutes, the page reaches the `page` receiver, and
 every query of the Grafana dashboard runs in this Prometheus and names metrics the daemon
@@ -19,6 +22,7 @@ import time
 from typing import Any
 
 import bcrypt
+import httpx
 import pytest
 import yaml
 
@@ -111,6 +115,15 @@ def stack(tmp_path_factory):
         m0 = next_minute()
         wait_until((m0 + 1) * 60)
         chat.set_mode("5xx")
+        observed["failing_now"] = poll(
+            "IMTargetFailingNow firing during the outage",
+            lambda: prometheus.firing("IMTargetFailingNow"),
+            timeout=75,
+        )
+        observed["failing_now_delay"] = time.time() - (m0 + 1) * 60
+        observed["failed_minutes_when_paged"] = daemon.metrics().get(
+            ("im_minute_verdicts_total", (("state", "apparent_failure"), ("target", name))), 0
+        )
         wait_until((m0 + 3) * 60)
         chat.set_mode("ok")
         failed_end = (m0 + 3) * 60
@@ -144,13 +157,26 @@ def stack(tmp_path_factory):
             lambda: [
                 a
                 for a in webhook.alerts("page")
-                if a["labels"].get("alertname") == "IMApparentFailure"
+                if a["labels"].get("alertname") == "IMTargetFailingNow"
             ],
             timeout=60,
         )
+        observed["held_back"] = poll(
+            "IMApparentFailure in Alertmanager, inhibited",
+            lambda: [
+                a
+                for a in httpx.get(alertmanager.url + "/api/v2/alerts", timeout=10).json()
+                if a["labels"]["alertname"] == "IMApparentFailure"
+                and a["status"]["state"] == "suppressed"
+            ],
+            timeout=60,
+        )
+        time.sleep(12)  # past the page route's group_wait (10 s): a page would have been sent
         observed["ticket_pages"] = [
             a for a in webhook.alerts("ticket") if a["labels"].get("severity") == "page"
         ]
+        observed["notified"] = {a["labels"]["alertname"] for _, p in webhook.received
+                                for a in p.get("alerts", [])}  # fmt: skip
         observed["dashboard"] = {
             (title, expr): prometheus.query(as_promql(expr)) for title, expr in dashboard_queries()
         }
@@ -175,7 +201,8 @@ def stack(tmp_path_factory):
         print(
             f"\nverdict in /metrics {observed.get('verdict_delay', -1):.1f} s and "
             f"IMApparentFailure firing {observed.get('alert_delay', -1):.1f} s after the "
-            "second failed minute ended"
+            "second failed minute ended; IMTargetFailingNow firing "
+            f"{observed.get('failing_now_delay', -1):.1f} s after the outage began"
         )
 
 
@@ -194,15 +221,33 @@ def test_the_recording_rule_sees_the_failed_minutes(stack):
     assert 0 < float(series["value"][1]) < 1
 
 
-def test_imapparentfailure_fires_and_pages(stack):
-    (alert,) = stack["firing"]
-    assert alert["labels"]["target"] == stack["name"]
-    assert alert["labels"]["severity"] == "page"
-    assert alert["annotations"]["runbook"] == "deploy/README.md#imapparentfailure"
+def test_imtargetfailingnow_pages_from_the_attempts_before_the_minutes_could(stack):
+    (alert,) = stack["failing_now"]
+    assert alert["labels"] == {
+        "alertname": "IMTargetFailingNow",
+        "severity": "page",
+        "target": stack["name"],
+    }
+    assert alert["annotations"]["runbook"] == "deploy/README.md#imtargetfailingnow"
+    # IMApparentFailure needs two failed minutes: fewer had closed when this one fired
+    assert stack["failed_minutes_when_paged"] < 2
     paged = stack["paged"][0]
     assert paged["status"] == "firing"
     assert paged["labels"]["target"] == stack["name"]
     assert stack["ticket_pages"] == []  # pages never go to the ticket receiver
+
+
+def test_imapparentfailure_fires_but_alertmanager_holds_its_page_back(stack):
+    (alert,) = stack["firing"]
+    assert alert["labels"]["target"] == stack["name"]
+    assert alert["labels"]["severity"] == "page"
+    assert alert["annotations"]["runbook"] == "deploy/README.md#imapparentfailure"
+    # by then the service works again and IMTargetFailingNow has resolved: the hold inhibits
+    (held,) = stack["held_back"]
+    assert held["labels"]["target"] == stack["name"]
+    assert held["status"]["inhibitedBy"]
+    assert "IMApparentFailure" not in stack["notified"]
+    assert "IMTargetFailingNowHold" not in stack["notified"]  # it notifies nobody
 
 
 def test_the_verdict_lands_right_after_the_minute(stack):

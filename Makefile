@@ -36,11 +36,12 @@ lint: $(BIN)/.installed
 
 # Debian's prometheus (prometheus, promtool) and prometheus-alertmanager (alertmanager,
 # amtool), systemd (systemd-analyze): the tests run them against the daemon and deploy files.
+# chromium: the status page tests drive Debian's headless Chromium (Playwright never downloads one).
 # postgresql: the ledger tests start their own cluster; its binaries are not on PATH (and
 # libpq-dev's pg_config answers without a server), so initdb is looked for where Debian puts it.
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
 	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
-	prosody:prosody prosodyctl:prosody
+	prosody:prosody prosodyctl:prosody chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
@@ -54,7 +55,7 @@ system-deps:
 # The real-time runs (a few real minutes each, mostly waiting) each keep to one worker
 # (xdist_group), each on a worker of its own: more workers than cores, as they mostly sleep.
 test: system-deps $(BIN)/.installed lint
-	$(BIN)/pytest -n 11 --dist loadgroup
+	$(BIN)/pytest -n 12 --dist loadgroup
 
 # The comparison benchmarks also need Debian's prometheus-blackbox-exporter.
 bench: system-deps $(BIN)/.installed

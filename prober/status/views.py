@@ -47,7 +47,11 @@ CSP = (
 )
 # The report's HTML page is self-contained (its style inline) and has no script.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
-STATIC = {"status.css": "text/css", "status.js": "text/javascript"}
+STATIC = {
+    "status.css": "text/css",
+    "status.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 
 STATE_TEXT = {
     "available": "Available",
@@ -71,6 +75,16 @@ def _when(text: str | None, timezone: str = "UTC") -> str:
     return instant.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
+def _clock(text: str | None, timezone: str = "UTC") -> str:
+    """An ISO instant as 'HH:MM ZONE' in `timezone` (e.g. 19:55 CST)."""
+    if not text:
+        return "—"
+    from zoneinfo import ZoneInfo
+
+    instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%H:%M %Z")
+
+
 def _credit(percent: float) -> str:
     return "no credit" if not percent else f"{percent:g}% credit"
 
@@ -83,7 +97,9 @@ def make_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, when=_when, credit=_credit, state_text=STATE_TEXT.get)
+    env.filters.update(
+        pct=_pct, when=_when, clock=_clock, credit=_credit, state_text=STATE_TEXT.get
+    )
     env.globals.update(icon=charts.state_icon)
     return env
 

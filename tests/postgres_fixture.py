@@ -84,6 +84,7 @@ class PostgresCluster:
     role: str = ROLE
     password: str = PASSWORD
     pid: int | None = None
+    _options: str = ""
     _names: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -145,12 +146,12 @@ class PostgresCluster:
         }
         for attempt in range(3):  # a free port may be taken by someone else meanwhile
             self.port = free_port()
-            options = " ".join(
+            self._options = " ".join(
                 f"-c {k}={v}" for k, v in {**settings, "port": str(self.port)}.items()
             )
             started = self._run(
                 "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
-                "-o", options,
+                "-o", self._options,
             )  # fmt: skip
             if started.returncode == 0:
                 break
@@ -163,14 +164,29 @@ class PostgresCluster:
     def diagnostics(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
-    def stop(self) -> None:
-        """`pg_ctl stop -m fast`, then SIGKILL the postmaster by pid if it lingers."""
+    def halt(self) -> None:
+        """`pg_ctl stop -m fast`, then SIGKILL the postmaster by pid if it lingers; the
+        cluster's files stay, for `resume`."""
         if self.pid is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._run("pg_ctl", "stop", "-m", "fast", "-w", "-t", "20", "-D", str(self.data))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self.pid = None
+
+    def resume(self) -> None:
+        """Start the halted cluster again, on the same port."""
+        started = self._run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
+            "-o", self._options,
+        )  # fmt: skip
+        if started.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed:\n{started.stdout}{self.diagnostics()}")
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def stop(self) -> None:
+        """Halt the server and remove its files."""
+        self.halt()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- using it ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from prober.errors import LedgerError
+from prober.errors import LedgerError, UserError
 from prober.ledger.postgres import (
     MIGRATIONS,
     LedgerUnavailable,
@@ -135,3 +135,95 @@ def test_reconnecting_to_a_server_that_is_down_backs_off() -> None:
             db.execute("SELECT 1")  # within the backoff: no new connection attempt
     finally:
         cluster.stop()
+
+
+def test_a_server_gone_while_running_is_buffered_like_a_full_disk_and_written_when_back() -> None:
+    """The real writer on a PostgreSQL ledger whose server stops and starts again: the
+    minutes wait in memory (the prober's trouble, not the provider's), then land once each."""
+    import asyncio
+
+    from prober.ledger.store import Ledger
+    from prober.ledger.view import LedgerView
+    from prober.runtime.targets import TargetSet
+    from prober.runtime.writer import MinuteWriter
+    from prober.sla import Outcome, Reason, State
+    from prober.stats import RuntimeStats
+
+    from .runtime_util import FakeClock
+    from .test_writer import M, closed, target
+
+    cluster = PostgresCluster().start()
+    try:
+        ledger = Ledger(cluster.url(cluster.create_database()), password=cluster.password)
+        t = target(cluster.workdir)
+        view = LedgerView()
+        view.track("t", t.sla.calendar())
+        writer = MinuteWriter(
+            ledger,
+            view,
+            RuntimeStats(),
+            FakeClock(M * 60),
+            buffer_minutes=60,
+            verdict_of_missed=TargetSet.build([t]).verdict_of_missed,
+        )
+
+        async def main() -> None:
+            await writer.write(closed(t, M))
+            cluster.halt()
+            await writer.write(closed(t, M + 1, Outcome.FAILURE))
+            await writer.write(closed(t, M + 2))
+            assert not writer.ok and writer.unwritten == 2
+            assert writer.stats.ledger_write_errors == 2
+            cluster.resume()
+            for _ in range(100):  # the reconnection backs off: at most a few seconds here
+                await writer.flush()
+                if writer.ok:
+                    break
+                await asyncio.sleep(0.1)
+            assert writer.ok and writer.unwritten == 0
+
+        asyncio.run(main())
+        rows = {r.minute: (r.state, r.reason) for r in ledger.minute_rows("t") if r.probe == ""}
+        assert rows == {
+            M: (State.AVAILABLE, Reason.NONE),
+            M + 1: (State.APPARENT_FAILURE, Reason.NONE),
+            M + 2: (State.MAINTENANCE, Reason.NONE),  # the target's window
+        }
+        assert ledger.verdict_totals()[("t", "")] == {
+            State.AVAILABLE: 1,
+            State.APPARENT_FAILURE: 1,
+            State.MAINTENANCE: 1,
+        }
+        ledger.close()
+    finally:
+        cluster.stop()
+
+
+def test_a_config_with_a_url_opens_the_postgresql_ledger_with_the_password_of_its_secret(
+    postgres, postgres_url, write_config, monkeypatch
+) -> None:
+    from prober.config.models import load_config
+    from prober.ledger.opening import display_location, open_ledger
+
+    from .conftest import external_config
+
+    path = write_config(
+        external_config().replace(
+            "ledger: {path: ledger.sqlite3}",
+            f"ledger: {{url: '{postgres_url}', password: {{env: IM_PROBER_TEST_PG_PASSWORD}}}}",
+        )
+    )
+    with open_ledger(load_config(path)) as ledger:
+        assert ledger.path is None and ledger.where == postgres_url
+        assert ledger.last_closed_minute("box") is None
+    # a read command loads the config without secrets: the ledger's own is read when needed
+    config = load_config(path, resolve_secrets=False)
+    assert display_location(config) == postgres_url
+    with open_ledger(config, readonly=True) as reader:
+        assert reader.verdict_totals() == {}
+    monkeypatch.delenv("IM_PROBER_TEST_PG_PASSWORD")
+    with pytest.raises(
+        UserError,
+        match=r"ledger\.password: environment variable IM_PROBER_TEST_PG_PASSWORD is not set",
+    ):
+        open_ledger(config, readonly=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 
+from ..errors import LedgerError
 from ..records import ClosedMinute
 from ..sla import Outcome, ServiceCalendar, ServiceMonth, State
 from .codes import STATE_CODES, STATES_BY_CODE
@@ -163,7 +164,7 @@ class LedgerView:
         end = min(view.last_closed + 1, month.end_minute)
         try:
             counts = self._ledger.state_counts(target, month.start_minute, end)
-        except sqlite3.Error:
+        except (sqlite3.Error, LedgerError):  # a full disk, a lost PostgreSQL connection
             return None  # counted afresh from the next closed minute on
         return MonthTally(month, Counter({s: n for s, n in counts.items() if n}))
 

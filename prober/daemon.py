@@ -20,7 +20,7 @@ from .expose.metrics import Exposition
 from .expose.web import make_app
 from .expose.webconfig import WebSecurity, load_cert_chain, load_web_config
 from .ledger.lock import LedgerLock
-from .ledger.store import Ledger
+from .ledger.opening import open_ledger
 from .ledger.view import LedgerView
 from .logs import event, flush_suppressed, loop_exception_handler
 from .runtime.prober import Prober
@@ -105,8 +105,10 @@ class Daemon:
             raise UserError(f"--web.listen-address: {exc}") from None
         # One daemon per ledger: refused here, before the ledger is opened or migrated. The
         # lock lives as long as this object (the process); the kernel drops it on any exit.
-        self.ledger_lock = await asyncio.to_thread(LedgerLock.acquire, config.ledger_path)
-        ledger = await asyncio.to_thread(Ledger, config.ledger_path)
+        if config.config.ledger.url is None:
+            self.ledger_lock = await asyncio.to_thread(LedgerLock.acquire, config.ledger_path)
+        # A PostgreSQL ledger is shared by a fleet: no lock, every prober is one vantage.
+        ledger = await asyncio.to_thread(open_ledger, config)
         view = LedgerView()
         exposition = Exposition(view, self.stats, __version__)
         self.prober = prober = Prober(

@@ -5,6 +5,7 @@ daemon makes one `RuntimeStats` and hands it to both."""
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -63,6 +64,11 @@ class RuntimeStats:
     misfires: int = 0
     discarded_attempts: int = 0
     dropped_attempts: int = 0  # finished, never stored: the ledger refused writes too long
+    # A fleet (PostgreSQL ledger): 1 while this prober closes the fleet's minutes, else 0;
+    # None for a single prober. Its own vantage's verdicts per (target, state).
+    fleet_closer: int | None = None
+    vantage: str = ""
+    vantage_verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
     clock_steps: int = 0
     network_up: int | None = None
     reload_successful: int = 1

@@ -724,9 +724,17 @@ def validate_document(
     return validated
 
 
-def parse_config(text: str, path: Path, *, resolve_secrets: bool = True) -> ConfigFile:
+def parse_config(
+    text: str,
+    path: Path,
+    *,
+    resolve_secrets: bool = True,
+    environ: dict[str, str] | None = None,
+) -> ConfigFile:
+    """A config from its text; `environ` (default: the process's) may set the vantage and
+    the shard (ENV_VANTAGE, ENV_SHARD_INDEX, ENV_SHARD_COUNT)."""
     config = validate_document(Config, text, path, resolve_secrets=resolve_secrets)
-    return ConfigFile(path, config, text)
+    return ConfigFile(path, config, text, environ)
 
 
 def _vantage(config: Config, env: os._Environ[str] | dict[str, str]) -> str:

@@ -157,8 +157,12 @@ class Exposition:
         config = self._config_cache.get(openmetrics)
         if config is None:
             config = self._config_cache[openmetrics] = self._config_block(openmetrics)
+        # In a fleet only the closer shows the fleet's figures, so Prometheus sums no
+        # minute twice; every prober shows its own vantage's verdicts.
+        fleet_figures = self.stats.fleet_closer != 0
         parts = [
-            cached[1],
+            cached[1] if fleet_figures else "",
+            self._fleet_block(openmetrics),
             config,
             self._streak_block(openmetrics),
             self._process_block(openmetrics),
@@ -310,6 +314,36 @@ class Exposition:
         return out
 
     # -- from the configuration (changes only with the target list) -------------------
+
+    def _fleet_block(self, om: bool) -> str:
+        p = self.stats
+        if p.fleet_closer is None:
+            return ""
+        out = [
+            header(
+                "im_fleet_closer",
+                "gauge",
+                "1 while this prober closes the fleet's minutes (one prober at a time).",
+                om,
+            ),
+            f"im_fleet_closer {p.fleet_closer}\n",
+            header(
+                "im_vantage_minute_verdicts_total",
+                "counter",
+                "Minutes this prober decided as a vantage, by verdict (this process's count).",
+                om,
+            ),
+        ]
+        vantage = _escape(p.vantage)
+        for t in self.targets:
+            name = _escape(t.name)
+            for state in State:
+                count = p.vantage_verdicts.get((t.name, state.value), 0)
+                out.append(
+                    f'im_vantage_minute_verdicts_total{{target="{name}",vantage="{vantage}",'
+                    f'state="{state}"}} {count}\n'
+                )
+        return "".join(out)
 
     def _config_block(self, om: bool) -> str:
         out = [

@@ -34,6 +34,7 @@ from ..sla import minute_iso
 from ..stats import RuntimeStats
 from .clock import Clock, SystemClock
 from .clockwork import Clockwork
+from .fleet import FleetCloser
 from .netcheck import NetworkCheck
 from .targets import TargetSet
 from .writer import WRITE_ERRORS, MinuteWriter
@@ -53,8 +54,12 @@ class Prober:
         view: LedgerView | None = None,
         stats: RuntimeStats | None = None,
         on_targets: OnTargets | None = None,
+        fleet: bool | None = None,
     ) -> None:
         self.config_file = config_file
+        # A fleet shares one PostgreSQL ledger; each prober decides as a vantage and one
+        # closes the fleet's minutes (runtime/fleet.py).
+        self.in_fleet = config_file.config.ledger.url is not None if fleet is None else fleet
         self.ledger = ledger
         self.clock = clock or SystemClock()
         self.view = view if view is not None else LedgerView()
@@ -69,6 +74,7 @@ class Prober:
             buffer_minutes=self.config.scheduler.write_buffer_minutes,
             verdict_of_missed=self.targets.verdict_of_missed,
             vantage=config_file.vantage,
+            as_vantage=self.in_fleet,
         )
         self.clockwork = Clockwork(
             self.clock,
@@ -79,6 +85,19 @@ class Prober:
             config_file.vantage,
         )
         self.scheduler: AsyncIOScheduler | None = None
+        self.fleet: FleetCloser | None = None
+        self._fleet_task: asyncio.Task[None] | None = None
+        self.stats.vantage = config_file.vantage
+        if self.in_fleet:
+            self.fleet = FleetCloser(
+                ledger,
+                self.view,
+                self.stats,
+                self.clock,
+                settings=lambda: self.config.fleet,
+                targets=lambda: self.config.targets,
+                close_delay=lambda: self.close_delay,
+            )
 
     @property
     def config(self) -> Config:
@@ -105,10 +124,14 @@ class Prober:
     async def start(self) -> None:
         now = self.clock.wall()
         current = int(now // 60)
-        self.targets.replace(self.config.targets, current)
+        self.targets.replace(self.probed(self.config_file), current)
         await self.writer.warn_of_future_rows(current)
         first_open = await self._take_back_unclosed(current)
-        await self.writer.record_missed(list(self.config.targets), first_open)
+        if self.in_fleet:
+            # Alive from now on: the fleet closer waits for this vantage's minutes.
+            await self.writer.store_evidence(beat=True)
+        else:  # in a fleet, the closer decides the minutes nobody observed
+            await self.writer.record_missed(list(self.config.targets), first_open)
         calendars = {t.name: t.sla.calendar() for t in self.config.targets}
         await asyncio.to_thread(self.view.restore, self.ledger, calendars, now)
         self.on_targets(self.config.targets)
@@ -126,6 +149,8 @@ class Prober:
         every_second = IntervalTrigger(seconds=1)
         scheduler.add_job(clockwork.tick, every_second, id="close", misfire_grace_time=5)
         scheduler.add_job(self._prune, IntervalTrigger(hours=1), id="retention")
+        if self.fleet is not None:
+            scheduler.add_job(self._fleet_tick, every_second, id="fleet", misfire_grace_time=5)
         scheduler.start()
         self.scheduler = scheduler
         # The cron job fires only at :50 from now on: plan what the time spent above passed.
@@ -162,6 +187,27 @@ class Prober:
                 since=minute_iso(first),
             )
         return min(first, current)
+
+    def probed(self, config_file: ConfigFile) -> list[TargetBase]:
+        """The targets this prober probes: all of them, or its shard's share."""
+        return [t for t in config_file.config.targets if config_file.probes_target(t.name)]
+
+    async def _fleet_tick(self) -> None:
+        """The fleet closer's second, one at a time; its trouble is logged, never fatal."""
+        if self._fleet_task is not None and not self._fleet_task.done():
+            return
+        assert self.fleet is not None
+
+        async def tick() -> None:
+            assert self.fleet is not None
+            try:
+                await self.fleet.tick()
+            except WRITE_ERRORS as exc:
+                self.fleet.leading = False  # take over afresh once the ledger answers
+                self.stats.fleet_closer = 0
+                event(logging.WARNING, "fleet closing failed; trying again", error=str(exc))
+
+        self._fleet_task = asyncio.get_running_loop().create_task(tick())
 
     def _build_network_check(self) -> None:
         check = self.config.network_check
@@ -222,11 +268,11 @@ class Prober:
         clockwork = self.clockwork
         previous_check = clockwork.netcheck
         self.config_file = new
-        change = self.targets.replace(new.config.targets, clockwork.planned_through)
+        change = self.targets.replace(self.probed(new), clockwork.planned_through)
         for adapter in change.replaced:
             self._close_later(adapter)
         self.writer.buffer_minutes = new.config.scheduler.write_buffer_minutes
-        if change.added:
+        if change.added and not self.in_fleet:
             await self.writer.record_missed(change.added, current)
         for target in new.config.targets:
             self.view.track(target.name, target.sla.calendar())

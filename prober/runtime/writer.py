@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 from ..config.models import TargetBase
 from ..errors import UserError
+from ..ledger.fleet import write_vantage_minutes
 from ..ledger.store import Ledger, NetworkRound, PendingEvidence
 from ..ledger.view import LedgerView
 from ..logs import event
@@ -45,6 +46,7 @@ CHUNK = 200  # minutes applied (or recorded from the ranges) between yields to t
 # Unstored attempts kept while the ledger refuses writes: a few minutes of 10,000 targets at
 # 4 attempts a minute, some tens of MB.
 MAX_PENDING_ATTEMPTS = 200_000
+HEARTBEAT = 5.0  # seconds between a fleet prober's heartbeats when it has nothing to store
 WRITE_ERRORS = (sqlite3.Error, OSError, UserError)
 
 VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
@@ -61,9 +63,14 @@ class MinuteWriter:
         buffer_minutes: int,
         verdict_of_missed: VerdictOfMissed,
         vantage: str = "",
+        as_vantage: bool = False,
     ) -> None:
         self.ledger = ledger
         self.vantage = vantage
+        # A fleet prober writes its verdicts as its vantage's; the fleet closer writes the
+        # fleet's (runtime/fleet.py), which are what the view shows.
+        self.as_vantage = as_vantage
+        self._last_beat = float("-inf")
         self.evidence = PendingEvidence(vantage)  # finished, not stored yet
         self._one_write = asyncio.Lock()
         self.view = view
@@ -150,11 +157,18 @@ class MinuteWriter:
     def add_round(self, minute: int, all_failed: bool) -> None:
         self.evidence.rounds.append(NetworkRound(self.vantage, minute, all_failed))
 
-    async def store_evidence(self) -> None:
+    async def store_evidence(self, *, beat: bool = False) -> None:
         """Store what has finished since the last call (the closer's tick, every second).
-        While writes fail it waits for the next minute write, which retries it anyway."""
-        if not self.ok or not (self.evidence.attempts or self.evidence.rounds):
+        While writes fail it waits for the next minute write, which retries it anyway.
+        `beat`: write the heartbeat now even with nothing to store (a fleet prober's start)."""
+        if not self.ok:
             return
+        idle = not (self.evidence.attempts or self.evidence.rounds)
+        # A fleet prober's heartbeat says it is alive even while it has nothing to store.
+        quiet = not self.as_vantage or self.clock.wall() - self._last_beat < HEARTBEAT
+        if idle and quiet and not beat:
+            return
+        self._last_beat = self.clock.wall()
         async with self._one_write:
             batch = self._take_evidence()
             try:
@@ -199,8 +213,9 @@ class MinuteWriter:
         written: list[ClosedMinute] = []
         if batch:
             evidence = self._take_evidence()
+            write = self._write_vantage_minutes if self.as_vantage else self.ledger.write_minutes
             try:
-                written = await asyncio.to_thread(self.ledger.write_minutes, batch, evidence)
+                written = await asyncio.to_thread(write, batch, evidence)
             except WRITE_ERRORS as exc:
                 self._give_back(evidence)
                 self._write_failed(exc)
@@ -209,6 +224,10 @@ class MinuteWriter:
             event(logging.INFO, "ledger writable again", written_minutes=len(self.pending))
         self.ok = True
         self.pending.clear()
+        if self.as_vantage:
+            for item in written:
+                self.stats.vantage_verdicts[(item.target, item.verdict.state.value)] += 1
+            written = []  # the fleet closer shows and tells the fleet's minutes
         for start in range(0, len(written), CHUNK):
             self.view.apply(written[start : start + CHUNK])
             self.narrator.closed(written[start : start + CHUNK])
@@ -218,6 +237,11 @@ class MinuteWriter:
                 await self._record_dropped()
             except WRITE_ERRORS as exc:
                 self._write_failed(exc)
+
+    def _write_vantage_minutes(
+        self, batch: list[ClosedMinute], evidence: PendingEvidence
+    ) -> list[ClosedMinute]:
+        return write_vantage_minutes(self.ledger, batch, evidence)
 
     def _write_failed(self, exc: Exception) -> None:
         self.stats.ledger_write_errors += 1

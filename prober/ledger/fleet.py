@@ -1,0 +1,176 @@
+"""The fleet's part of the ledger: each prober's verdicts as a vantage, the probers'
+heartbeats, and the closer's lease (one prober at a time writes the fleet's minutes).
+
+Rows here sit beside the fleet's own (`minutes`): `vantage_minutes` and `vantage_totals` per
+(series, vantage), `vantages` one row per prober. The SQL is the subset SQLite and
+PostgreSQL share, as in store.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..records import ClosedMinute
+from ..sla import OutcomeCounts, State, Verdict
+from .codes import REASON_CODES, REASONS_BY_CODE, STATE_CODES, STATES_BY_CODE
+from .sqlite_file import SqliteFile
+from .store import Ledger, PendingEvidence
+
+FLEET_LEAD_LOCK = 0x494D5046  # the fleet closer's advisory lock key ("IMPF")
+
+
+@dataclass(frozen=True, slots=True)
+class VantageSeen:
+    """A prober of the fleet as the ledger last heard of it."""
+
+    name: str
+    started_at: float
+    last_seen: float
+    closed_through: int  # the newest minute it closed as a vantage (-1: none yet)
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class VantageVerdict:
+    vantage: str
+    verdict: Verdict
+    counts: OutcomeCounts
+
+
+def write_vantage_minutes(
+    ledger: Ledger, closed: Sequence[ClosedMinute], pending: PendingEvidence
+) -> list[ClosedMinute]:
+    """A fleet prober's closed minutes, as its vantage's verdicts, with the evidence it has
+    not stored yet and its heartbeat, in one transaction; a row already there stays."""
+    written: list[ClosedMinute] = []
+    totals: Counter[tuple[int, int]] = Counter()
+    vantage = pending.vantage
+    with ledger._transaction() as tx:
+        db = tx._db
+        tx.insert_pending(pending.attempts, pending.rounds)
+        tx.heartbeat(vantage, pending.seen_at, max((c.minute for c in closed), default=None))
+        moved: set[int] = set()
+        for item in closed:
+            rows = [(item.target, "", item.verdict, item.counts)]
+            rows += [(item.target, p, v, c) for p, (v, c) in item.probes.items()]
+            first = True
+            for target, probe, verdict, counts in rows:
+                sid = ledger._series_id(target, probe)
+                cursor = db.execute(
+                    "INSERT INTO vantage_minutes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        sid,
+                        vantage,
+                        item.minute,
+                        STATE_CODES[verdict.state],
+                        REASON_CODES[verdict.reason],
+                        *counts.as_tuple(),
+                    ),
+                )
+                if cursor.rowcount != 1:
+                    if first:
+                        break  # decided before (a restart): leave the minute as it was
+                    continue
+                if first:
+                    written.append(item)
+                    first = False
+                totals[(sid, STATE_CODES[verdict.state])] += 1
+            else:
+                for attempt in item.attempts:
+                    tx.count_attempt(ledger._series_id(item.target, attempt.probe), attempt)
+                if item.network_failed and item.minute not in moved:
+                    moved.add(item.minute)
+                    tx.reclassify_network_failures(item.minute, vantage)
+        if totals:
+            db.executemany(
+                "INSERT INTO vantage_totals VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET count = vantage_totals.count + excluded.count",
+                [(sid, vantage, code, n) for (sid, code), n in totals.items()],
+            )
+    return written
+
+
+def try_lead(ledger: Ledger) -> bool:
+    """Become (or stay) the fleet's one closer. PostgreSQL: a session advisory lock, let go
+    the moment this connection ends (the process dies, the network drops), so another
+    prober takes over at its next try. A SQLite ledger has one prober: it always leads."""
+    with ledger._lock:
+        if isinstance(ledger._db, SqliteFile):
+            return True
+        row = ledger._db.execute("SELECT pg_try_advisory_lock(?)", (FLEET_LEAD_LOCK,)).fetchone()
+    return bool(row[0])
+
+
+def first_vantage_minute(ledger: Ledger, since: int) -> int | None:
+    """The oldest minute at or after `since` that some vantage decided (indexed)."""
+    with ledger._lock:
+        row = ledger._db.execute(
+            "SELECT min(minute) FROM vantage_minutes WHERE minute >= ?", (since,)
+        ).fetchone()
+    return row[0]
+
+
+def vantages(ledger: Ledger) -> list[VantageSeen]:
+    with ledger._lock:
+        rows = ledger._db.execute(
+            "SELECT name, started_at, last_seen, closed_through, version FROM vantages "
+            "ORDER BY name"
+        ).fetchall()
+    return [VantageSeen(*row) for row in rows]
+
+
+def verdicts_of_minute(ledger: Ledger, minute: int) -> dict[tuple[str, str], list[VantageVerdict]]:
+    """Every vantage's verdict of `minute`, per (target, probe)."""
+    with ledger._lock:
+        rows = ledger._db.execute(
+            "SELECT s.target, s.probe, v.vantage, v.state, v.reason, v.success, v.failure, "
+            "v.client_error, v.throttled, v.prober_fault FROM vantage_minutes v "
+            "JOIN series s ON s.id = v.series_id WHERE v.minute = ?",
+            (minute,),
+        ).fetchall()
+    found: dict[tuple[str, str], list[VantageVerdict]] = {}
+    for target, probe, vantage, state, reason, *counts in rows:
+        verdict = Verdict(STATES_BY_CODE[state], REASONS_BY_CODE[reason])
+        found.setdefault((target, probe), []).append(
+            VantageVerdict(vantage, verdict, OutcomeCounts(*counts))
+        )
+    return found
+
+
+def vantage_totals(ledger: Ledger, vantage: str) -> dict[tuple[str, str], dict[State, int]]:
+    """Running totals of one vantage's verdicts per (target, probe)."""
+    with ledger._lock:
+        rows = ledger._db.execute(
+            "SELECT s.target, s.probe, v.state, v.count FROM vantage_totals v "
+            "JOIN series s ON s.id = v.series_id WHERE v.vantage = ?",
+            (vantage,),
+        ).fetchall()
+    out: dict[tuple[str, str], dict[State, int]] = {}
+    for target, probe, state, count in rows:
+        out.setdefault((target, probe), {})[STATES_BY_CODE[state]] = count
+    return out
+
+
+def vantages_of_minutes(
+    ledger: Ledger, target: str, start: int, end: int
+) -> dict[int, list[VantageVerdict]]:
+    """Each vantage's target-level verdict of the target's minutes [start, end), for
+    reports and evidence: which vantages saw a failed minute."""
+    with ledger._lock:
+        rows = ledger._db.execute(
+            "SELECT v.minute, v.vantage, v.state, v.reason, v.success, v.failure, "
+            "v.client_error, v.throttled, v.prober_fault FROM vantage_minutes v "
+            "JOIN series s ON s.id = v.series_id WHERE s.target = ? AND s.probe = '' "
+            "AND v.minute >= ? AND v.minute < ? ORDER BY v.minute, v.vantage",
+            (target, start, end),
+        ).fetchall()
+    found: dict[int, list[VantageVerdict]] = {}
+    for minute, vantage, state, reason, *counts in rows:
+        verdict = Verdict(STATES_BY_CODE[state], REASONS_BY_CODE[reason])
+        found.setdefault(minute, []).append(
+            VantageVerdict(vantage, verdict, OutcomeCounts(*counts))
+        )
+    return found

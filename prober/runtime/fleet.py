@@ -1,0 +1,144 @@
+"""The fleet closer: with several probers on one PostgreSQL ledger, each closes its own
+minutes as a vantage, and one of them at a time (the holder of the ledger's lease) turns
+the vantages' verdicts into the fleet's: once every vantage that is alive has closed the
+minute, or `close_deadline` after the minute's close time, whichever comes first. A prober
+that is not the closer keeps trying for the lease every couple of seconds, so when the
+closer dies another takes over and closes what is due, including what the dead one left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from .. import sla
+from ..config.models import FleetConfig, TargetBase
+from ..ledger import fleet as fleet_rows
+from ..ledger.store import Ledger
+from ..ledger.view import LedgerView
+from ..logs import event
+from ..records import ClosedMinute
+from ..sla import OutcomeCounts, minute_iso
+from ..stats import RuntimeStats
+from .clock import Clock
+
+ALIVE_WITHIN = 15.0  # seconds since a vantage's last heartbeat that it still counts as alive
+LEAD_RETRY = 2.0  # seconds between tries for the lease by a prober that is not the closer
+LOOK_BACK = 24 * 60  # minutes a new closer goes back for fleet minutes nobody closed
+
+
+class FleetCloser:
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: LedgerView,
+        stats: RuntimeStats,
+        clock: Clock,
+        *,
+        settings: Callable[[], FleetConfig],
+        targets: Callable[[], Sequence[TargetBase]],
+        close_delay: Callable[[], float],
+    ) -> None:
+        self.ledger = ledger
+        self.view = view
+        self.stats = stats
+        self.clock = clock
+        self.settings = settings
+        self.targets = targets
+        self.close_delay = close_delay
+        self.leading = False
+        self.next_close = 0  # the first fleet minute not closed yet (while leading)
+        self._last_try = float("-inf")
+        self.stats.fleet_closer = 0
+
+    async def tick(self) -> None:
+        now = self.clock.wall()
+        if not self.leading:
+            if now - self._last_try < LEAD_RETRY:
+                return
+            self._last_try = now
+            if not await asyncio.to_thread(fleet_rows.try_lead, self.ledger):
+                return
+            await self._take_over(now)
+        await self.close_due(now)
+
+    async def _take_over(self, now: float) -> None:
+        targets = self.targets()
+        current = int(now // 60)
+        calendars = {t.name: t.sla.calendar() for t in targets}
+        await asyncio.to_thread(self.view.restore, self.ledger, calendars, now)
+        lasts = [self.view.targets[t.name].last_closed for t in targets]
+        closed = [m for m in lasts if m is not None]
+        # From the oldest target's next minute; for a target the fleet never closed a minute
+        # of, from the oldest minute a vantage decided; a fresh fleet from the minute it is in.
+        first = min(closed) + 1 if closed else current
+        if len(closed) < len(lasts):
+            oldest = await asyncio.to_thread(
+                fleet_rows.first_vantage_minute, self.ledger, current - LOOK_BACK
+            )
+            if oldest is not None:
+                first = min(first, oldest)
+        self.next_close = max(first, current - LOOK_BACK)
+        self.leading = True
+        self.stats.fleet_closer = 1
+        event(
+            logging.INFO,
+            "this prober now closes the fleet's minutes",
+            since=minute_iso(self.next_close),
+        )
+
+    def _closable(self, minute: int, now: float, seen: list[fleet_rows.VantageSeen]) -> bool:
+        close_at = (minute + 1) * 60 + self.close_delay()
+        if now < close_at:
+            return False
+        if now >= close_at + self.settings().close_deadline:
+            return True
+        alive = [v for v in seen if now - v.last_seen <= ALIVE_WITHIN]
+        return all(v.closed_through >= minute for v in alive)
+
+    async def close_due(self, now: float) -> None:
+        if not self.leading:
+            return
+        seen = await asyncio.to_thread(fleet_rows.vantages, self.ledger)
+        closed_any = False
+        while self._closable(self.next_close, now, seen):
+            minute = self.next_close
+            rows = await asyncio.to_thread(fleet_rows.verdicts_of_minute, self.ledger, minute)
+            decided = self.decide(minute, rows)
+            written = await asyncio.to_thread(self.ledger.write_minutes, decided)
+            self.view.apply(written)
+            self.next_close += 1
+            closed_any = True
+        if closed_any:
+            # Attempts are counted as each vantage closes its minutes; the fleet's figures
+            # show them all.
+            totals = await asyncio.to_thread(self.ledger.attempt_totals)
+            self.view.attempts = {k: Counter(v) for k, v in totals.items()}
+            self.view.generation += 1
+
+    def decide(
+        self, minute: int, rows: dict[tuple[str, str], list[fleet_rows.VantageVerdict]]
+    ) -> list[ClosedMinute]:
+        quorum = self.settings().failure_quorum
+        closed = []
+        for target in self.targets():
+            maintenance = sla.in_maintenance(minute, target.windows)
+            verdict, counts = _union(rows.get((target.name, "")), maintenance, quorum)
+            probes = {
+                p: _union(rows.get((target.name, p)), maintenance, quorum) for p in target.probes
+            }
+            closed.append(ClosedMinute(target.name, minute, verdict, counts, probes))
+        return closed
+
+
+def _union(
+    seen: list[fleet_rows.VantageVerdict] | None, maintenance: bool, quorum: int
+) -> tuple[sla.Verdict, OutcomeCounts]:
+    seen = seen or []
+    verdict = sla.decide_fleet((v.verdict for v in seen), maintenance=maintenance, quorum=quorum)
+    total = OutcomeCounts()
+    for v in seen:
+        total = total + v.counts
+    return verdict, total

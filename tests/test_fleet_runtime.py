@@ -1,0 +1,185 @@
+"""The fleet in-process, with a wall clock the test moves: two probers as vantages `a` and `b`
+on one ledger (a SQLite file here; the PostgreSQL runs are in the end-to-end tests), each
+closing its own minutes as a vantage, one closer turning them into the fleet's minute."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+from prober.config.models import parse_config
+from prober.ledger import fleet as fleet_rows
+from prober.ledger.store import Ledger, PendingEvidence
+from prober.records import Attempt
+from prober.runtime.prober import Prober
+from prober.sla import Outcome, Reason, State
+
+from .chat_app import free_port
+from .runtime_util import BASE, FakeClock
+
+
+def config(tmp_path: Path, vantage: str, quorum: int = 1):
+    closed = free_port()
+    text = textwrap.dedent(f"""\
+        vantage: {vantage}
+        fleet: {{failure_quorum: {quorum}, close_deadline: 20s}}
+        ledger: {{path: ledger.sqlite3}}
+        targets:
+          - name: t
+            kind: http
+            http: {{probes: {{login: [{{url: "http://127.0.0.1:{closed}/"}}]}}}}
+            probes: {{login: {{attempts_per_minute: 1, timeout: 1s}}}}
+            sla: {{service_month_anchor: 2026-01-01}}
+        """)
+    path = tmp_path / f"{vantage}.yaml"
+    path.write_text(text)
+    return parse_config(text, path, environ={})
+
+
+def fleet(tmp_path: Path, quorum: int = 1) -> tuple[dict[str, Prober], FakeClock]:
+    clock = FakeClock(BASE + 5)
+    probers = {
+        name: Prober(
+            config(tmp_path, name, quorum),
+            Ledger(tmp_path / "ledger.sqlite3"),
+            clock=clock,
+            fleet=True,
+        )
+        for name in ("a", "b")
+    }
+    return probers, clock
+
+
+async def attempt(prober: Prober, outcome: Outcome, at: float) -> None:
+    """An attempt this vantage finished (the target itself is not reached here)."""
+    vantage = prober.config_file.vantage
+    prober.writer.add_attempt(Attempt("t", "login", at, 0.1, outcome, vantage=vantage))
+    prober.clockwork.book.attempts[("t", int(at // 60))].append(
+        Attempt("t", "login", at, 0.1, outcome, vantage=vantage)
+    )
+
+
+def fleet_row(ledger: Ledger, minute: int) -> tuple[State, Reason] | None:
+    for row in ledger.minute_rows("t", minute, minute + 1):
+        if row.probe == "":
+            return row.state, row.reason
+    return None
+
+
+def test_two_vantages_make_one_fleet_minute_once_both_closed_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        probers, clock = fleet(tmp_path)
+        a, b = probers["a"], probers["b"]
+        await a.start()
+        await b.start()
+        minute = int(BASE // 60)
+        await attempt(a, Outcome.FAILURE, BASE + 10)  # a's path is bad
+        await attempt(b, Outcome.SUCCESS, BASE + 12)  # b reaches the service
+        clock.now = (minute + 1) * 60 + 5  # past the close time (timeout 1 s + grace 2 s)
+        await b.writer.store_evidence(beat=True)  # b is alive
+        await a.clockwork.close_due()
+        assert a.fleet is not None and b.fleet is not None
+        await a.fleet.tick()  # a leads (SQLite: every prober may; a tries first)
+        ledger = a.ledger
+        assert fleet_row(ledger, minute) is None  # b, alive, has not closed it yet
+        await b.clockwork.close_due()
+        await a.fleet.tick()
+        assert fleet_row(ledger, minute) == (State.AVAILABLE, Reason.NONE)
+        per_vantage = fleet_rows.vantages_of_minutes(ledger, "t", minute, minute + 1)[minute]
+        assert {v.vantage: v.verdict.state for v in per_vantage} == {
+            "a": State.APPARENT_FAILURE,
+            "b": State.AVAILABLE,
+        }
+        assert a.stats.fleet_closer == 1
+        assert a.stats.vantage_verdicts[("t", "apparent_failure")] == 1
+        assert b.stats.vantage_verdicts[("t", "available")] == 1
+        assert a.view.verdicts[("t", "")][State.AVAILABLE] == 1  # the closer shows the fleet
+        for p in (a, b):
+            await p.stop()
+
+    asyncio.run(main())
+
+
+def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(tmp_path: Path) -> None:
+    async def main() -> None:
+        probers, clock = fleet(tmp_path)
+        a, b = probers["a"], probers["b"]
+        await a.start()
+        await b.start()
+        minute = int(BASE // 60)
+        await attempt(a, Outcome.FAILURE, BASE + 10)
+        clock.now = (minute + 1) * 60 + 5
+        await b.writer.store_evidence(beat=True)  # b is alive, and has not closed the minute
+        await a.clockwork.close_due()
+        assert a.fleet is not None
+        await a.fleet.tick()
+        assert fleet_row(a.ledger, minute) is None  # b is alive and has not closed
+        clock.now += 20  # the deadline (20 s after the close time) has passed
+        await a.fleet.tick()
+        assert fleet_row(a.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        for p in (a, b):
+            await p.stop()
+
+    asyncio.run(main())
+
+
+def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(tmp_path: Path) -> None:
+    async def main() -> None:
+        probers, clock = fleet(tmp_path, quorum=2)
+        a = probers["a"]
+        await a.start()  # b never runs: only one vantage is alive
+        minute = int(BASE // 60)
+        await attempt(a, Outcome.FAILURE, BASE + 10)
+        clock.now = (minute + 1) * 60 + 5
+        await a.clockwork.close_due()
+        assert a.fleet is not None
+        await a.fleet.tick()
+        assert fleet_row(a.ledger, minute) == (State.NO_DATA, Reason.BELOW_QUORUM)
+        await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_new_closer_closes_what_the_old_one_left(tmp_path: Path) -> None:
+    async def main() -> None:
+        probers, clock = fleet(tmp_path)
+        a, b = probers["a"], probers["b"]
+        await a.start()
+        await b.start()
+        minute = int(BASE // 60)
+        for p, outcome in ((a, Outcome.FAILURE), (b, Outcome.FAILURE)):
+            await attempt(p, outcome, BASE + 10)
+        clock.now = (minute + 3) * 60 + 5  # three minutes closed by both vantages ...
+        for p in (a, b):
+            await p.clockwork.close_due()
+        assert b.fleet is not None
+        await b.fleet.tick()  # ... and b, the closer now (a never led), catches up
+        assert fleet_row(b.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        assert fleet_row(b.ledger, minute + 1) == (State.NO_DATA, Reason.PROBER_DOWN)
+        assert b.fleet.next_close == minute + 3
+        for p in (a, b):
+            await p.stop()
+
+    asyncio.run(main())
+
+
+def test_a_fleet_prober_does_not_record_its_missed_minutes_as_the_fleets(tmp_path: Path) -> None:
+    async def main() -> None:
+        probers, _ = fleet(tmp_path)
+        a = probers["a"]
+        minute = int(BASE // 60)
+        a.ledger.store_evidence(
+            PendingEvidence(
+                "b",
+                [Attempt("t", "login", BASE - 600, 0.1, Outcome.SUCCESS, vantage="b")],
+                seen_at=BASE - 600,
+            )
+        )
+        await a.start()
+        assert (
+            fleet_row(a.ledger, minute - 5) is None
+        )  # a was down: it records nothing for the fleet
+        await a.stop()
+
+    asyncio.run(main())

@@ -227,3 +227,22 @@ def test_a_config_with_a_url_opens_the_postgresql_ledger_with_the_password_of_it
         match=r"ledger\.password: environment variable IM_PROBER_TEST_PG_PASSWORD is not set",
     ):
         open_ledger(config, readonly=True)
+
+
+def test_one_daemon_per_vantage_on_a_shared_ledger(postgres, postgres_url) -> None:
+    from prober.ledger.lock import VantageLock
+
+    first = VantageLock.acquire(postgres_url, postgres.password, "frankfurt")
+    assert first.held()
+    with pytest.raises(
+        UserError,
+        match=r"another im-prober daemon \(from 127\.0\.0\.1\) is this ledger's vantage 'frankfurt'",
+    ):
+        VantageLock.acquire(postgres_url, postgres.password, "frankfurt", wait=0.3)
+    other = VantageLock.acquire(postgres_url, postgres.password, "singapore", wait=0)
+    first.release()  # (or its process ends): the name is free again
+    again = VantageLock.acquire(postgres_url, postgres.password, "frankfurt", wait=1)
+    postgres.terminate_connections(postgres_url.rsplit("/", 1)[1])
+    assert not again.held()  # the connection, and so the lock, is gone
+    other.release()
+    again.release()

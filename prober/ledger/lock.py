@@ -1,4 +1,5 @@
-"""One daemon per ledger: an OS lock (flock) on `<ledger>.lock`, holding the holder's pid.
+"""One daemon per ledger: an OS lock (flock) on `<ledger>.lock`, holding the holder's pid;
+on a PostgreSQL ledger, one daemon per vantage (`VantageLock`, an advisory lock).
 
 Two daemons writing one ledger would both probe and race to close the same minutes. The
 kernel drops an flock when its holder exits, however it exits (SIGKILL included), so a lock
@@ -87,3 +88,67 @@ class LedgerLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
+
+
+# pg_try_advisory_lock(VANTAGE_LOCKS, hashtext(vantage)): one key space for vantage names.
+VANTAGE_LOCKS = 0x494D5056  # "IMPV"
+
+
+class VantageLock:
+    """On a shared (PostgreSQL) ledger, one daemon per vantage name: a session advisory lock
+    on a connection of its own, held until `release` or the end of the process (the server
+    drops it with the connection, however the process ends). Two probers under one name
+    would merge their attempts as if one had restarted. If the connection is lost while
+    running the lock goes with it; `held()` says so."""
+
+    def __init__(self, db: object, vantage: str) -> None:
+        self._db = db
+        self.vantage = vantage
+
+    @classmethod
+    def acquire(
+        cls, url: str, password: str | None, vantage: str, wait: float = 3.0
+    ) -> VantageLock:
+        from .postgres import PostgresConnection
+
+        db = PostgresConnection(url, password, readonly=False)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                got = db.execute(
+                    "SELECT pg_try_advisory_lock(?, hashtext(?))", (VANTAGE_LOCKS, vantage)
+                ).fetchone()[0]
+                if got:
+                    return cls(db, vantage)
+                if time.monotonic() >= deadline:
+                    holder = db.execute(
+                        "SELECT a.client_addr, a.application_name FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = "
+                        "'advisory' AND l.classid = ? AND l.objid = hashtext(?)::oid",
+                        (VANTAGE_LOCKS, vantage),
+                    ).fetchone()
+                    where = f" (from {holder[0] or 'a local socket'})" if holder else ""
+                    raise UserError(
+                        f"{db.where}: another im-prober daemon{where} is this ledger's vantage "
+                        f"{vantage!r}; stop it first, or give this one its own `vantage`"
+                    )
+                time.sleep(0.2)  # a predecessor killed a moment ago may still be connected
+        except BaseException:
+            db.close()
+            raise
+
+    def held(self) -> bool:
+        """Whether the lock's connection (and so the lock) is still there."""
+        try:
+            return bool(
+                self._db.execute(  # type: ignore[attr-defined]
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                    "pid = pg_backend_pid() AND classid = ? AND objid = hashtext(?)::oid",
+                    (VANTAGE_LOCKS, self.vantage),
+                ).fetchone()[0]
+            )
+        except UserError:
+            return False
+
+    def release(self) -> None:
+        self._db.close()  # type: ignore[attr-defined]

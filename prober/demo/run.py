@@ -123,12 +123,13 @@ async def _run(workdir: Path, listen: str, server: Homeserver) -> int:
         print(
             textwrap.dedent(f"""
             im-prober demo is running (Ctrl-C stops it and the homeserver).
+              status:    http://{listen}/   (open it in a browser)
               metrics:   http://{listen}/metrics
               ready:     http://{listen}/readyz
               report:    .venv/bin/im-prober report -c {config} --target {TARGET}
               ledger:    .venv/bin/im-prober ledger export -c {config}
               outage:    make outage   (or: kill -USR1 {os.getpid()}) — the homeserver fails
-                         for the next whole minute; watch im_minute_verdicts_total
+                         for the next whole minute; watch the status page turn red
             The demo's service month began at 00:00 UTC on its first day; the minutes before
             the demo started are unobserved, so the report's coverage starts low and it
             warns about it (under the SLA's formula an unobserved minute is not a failure, so

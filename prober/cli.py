@@ -18,6 +18,7 @@ from .config.models import ConfigFile, json_schema, load_config
 from .config.secrets import redact
 from .errors import UserError
 from .ledger.minute_csv import parse_instant, read_rows, write_rows
+from .ledger.opening import display_location, open_ledger
 from .ledger.store import ImportConflict, Ledger
 from .reports.report import RENDERERS, Report, build_report
 from .sla import ServiceMonth
@@ -57,7 +58,7 @@ def _month(config: ConfigFile, target: str, month: str | None, now: datetime) ->
 
 def _read_ledger(config: ConfigFile) -> Ledger:
     """The ledger for a command that only reads it: opened read-only, never changed."""
-    return Ledger(config.ledger_path, readonly=True)
+    return open_ledger(config, readonly=True)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -143,7 +144,7 @@ def cmd_ledger_import(args: argparse.Namespace) -> int:
     rows = read_rows(
         path, {t.name for t in targets}, probes={t.name: set(t.probes) for t in targets}
     )
-    with Ledger(config.ledger_path, create=True) as ledger:
+    with open_ledger(config, create=True) as ledger:
         try:
             result = ledger.import_rows(rows)
         except ImportConflict as exc:
@@ -158,9 +159,9 @@ def cmd_ledger_migrate(args: argparse.Namespace) -> int:
     config = load_config(args.config, resolve_secrets=False)
     # Opening for writing upgrades an older schema in one transaction (and refuses files
     # that are not ledgers, or are newer); a missing ledger is not created.
-    with Ledger(config.ledger_path, create=False):
+    with open_ledger(config, create=False):
         pass
-    print(f"{config.ledger_path}: ledger schema {SCHEMA_VERSION}, up to date")
+    print(f"{display_location(config)}: ledger schema {SCHEMA_VERSION}, up to date")
     return 0
 
 

@@ -252,21 +252,24 @@ class StatusPage:
 
     # -- one target -----------------------------------------------------------------------
 
-    def _target_data(self, target: TargetBase) -> dict[str, Any]:
+    def _target_data(
+        self, target: TargetBase, last_closed: int | None, public: bool
+    ) -> dict[str, Any]:
+        """In a worker; `last_closed` was read from the view on the loop."""
         builder = model.TargetPage(self._ledger_ready(), self._cache)
-        return builder.build(
-            target, self._last_closed(target.name), public=self.public, now=self.clock()
-        )
+        return builder.build(target, last_closed, public=public, now=self.clock())
 
     async def api_target(self, request: web.Request) -> web.Response:
         target = self._target(request)
-        return _json(await self._run(self._target_data, target))
+        last = self._last_closed(target.name)
+        return _json(await self._run(self._target_data, target, last, self.public))
 
     async def target_page(self, request: web.Request) -> web.Response:
         target = self._target(request)
+        last, public = self._last_closed(target.name), self.public
 
         def build() -> bytes:
-            data = self._target_data(target)
+            data = self._target_data(target, last, public)
             tz = target.sla.zone
             day = data["last_24h"]
             since = model.minute_of(day["since"]) or 0
@@ -356,13 +359,13 @@ class StatusPage:
         except ValueError as exc:
             raise _not_found(f"month {text}: {exc}") from None
 
-    def _report(self, target: TargetBase, month: ServiceMonth) -> Report:
-        return build_report(self._ledger_ready(), target, month, self._as_of(target.name))
+    def _report(self, target: TargetBase, month: ServiceMonth, as_of: datetime) -> Report:
+        return build_report(self._ledger_ready(), target, month, as_of)
 
     async def api_report(self, request: web.Request) -> web.Response:
         target = self._target(request)
         month = self._month(target, request.query.get("month"))
-        report = await self._run(self._report, target, month)
+        report = await self._run(self._report, target, month, self._as_of(target.name))
         return web.Response(
             text=render_json(report),
             content_type="application/json",
@@ -372,7 +375,7 @@ class StatusPage:
     async def report_json(self, request: web.Request) -> web.Response:
         target = self._target(request)
         month = self._month(target, request.match_info["month"])
-        report = await self._run(self._report, target, month)
+        report = await self._run(self._report, target, month, self._as_of(target.name))
         return web.Response(
             text=render_json(report), content_type="application/json", headers=_HEADERS
         )
@@ -380,7 +383,7 @@ class StatusPage:
     async def report_html(self, request: web.Request) -> web.Response:
         target = self._target(request)
         month = self._month(target, request.match_info["month"])
-        report = await self._run(self._report, target, month)
+        report = await self._run(self._report, target, month, self._as_of(target.name))
         return web.Response(
             text=render_html(report),
             content_type="text/html",
@@ -394,7 +397,7 @@ class StatusPage:
         month = self._month(target, request.match_info["month"])
         digest = self.config_of().digest
         async with self._evidence_slot:  # one pack at a time: each reads a month of attempts
-            body = await self._run(self._pack, target, month, digest)
+            body = await self._run(self._pack, target, month, self._as_of(target.name), digest)
         name = f"evidence-{target.name}-{month.start:%Y-%m}"
         return web.Response(
             body=body,
@@ -402,9 +405,9 @@ class StatusPage:
             headers={**_HEADERS, "Content-Disposition": f'attachment; filename="{name}.zip"'},
         )
 
-    def _pack(self, target: TargetBase, month: ServiceMonth, digest: str) -> bytes:
+    def _pack(self, target: TargetBase, month: ServiceMonth, as_of: datetime, digest: str) -> bytes:
         """The pack `im-prober evidence` writes, in a folder inside a zip."""
-        report = self._report(target, month)
+        report = self._report(target, month, as_of)
         folder_name = f"evidence-{target.name}-{month.start:%Y-%m}"
         with tempfile.TemporaryDirectory(prefix="im-prober-evidence-") as tmp:
             folder = Path(tmp) / folder_name

@@ -356,6 +356,66 @@ class PostgresConnection:
                     with contextlib.suppress(self._psycopg.Error):
                         conn.execute("ROLLBACK")
 
+    def insert_new(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        returning: str,
+    ) -> list[tuple]:
+        """Insert the rows that are not there yet (ON CONFLICT DO NOTHING) in one statement,
+        the rows travelling as one array per column (`types`: each column's PostgreSQL
+        type); the `returning` columns of those inserted."""
+        if not rows:
+            return []
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT DO NOTHING RETURNING {returning}"
+        )
+        params = [list(column) for column in zip(*rows, strict=True)]
+        with self._lock:
+            conn = self._ready()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+
+    def add_counts(
+        self, table: str, keys: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Add each row's last column (`count`) to the running total of its keys, in one
+        statement (the keys are distinct: a statement may not update a row twice)."""
+        if not rows:
+            return
+        arrays = ", ".join(f"%s::{t}[]" for t in (*types, "bigint"))
+        sql = (
+            f"INSERT INTO {table} SELECT * FROM unnest({arrays}) ON CONFLICT "
+            f"({', '.join(keys)}) DO UPDATE SET count = {table}.count + excluded.count"
+        )
+        params = [list(column) for column in zip(*rows, strict=True)]
+        with self._lock:
+            conn = self._ready()
+            try:
+                conn.execute(sql, params)
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+
+    def insert_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert every row (no conflict expected) by COPY: attempts, network rounds."""
+        with self._lock:
+            conn = self._ready()
+            try:
+                with (
+                    conn.cursor() as cursor,
+                    cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+                ):
+                    for row in rows:
+                        copy.write_row(row)
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+
     def integrity_check(self) -> str:
         """PostgreSQL keeps its own consistency (constraints, WAL); this checks the ledger
         answers and its rows point at series that exist."""

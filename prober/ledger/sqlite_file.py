@@ -219,6 +219,43 @@ class SqliteFile:
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
+    def insert_new(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        returning: str,
+    ) -> list[tuple]:
+        """Insert the rows that are not there yet (ON CONFLICT DO NOTHING); the `returning`
+        columns of those inserted. (`types` are PostgreSQL's; SQLite needs none.)"""
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING RETURNING {returning}"
+        )
+        execute = self._db.execute
+        out: list[tuple] = []
+        for row in rows:
+            out += execute(sql, row).fetchall()
+        return out
+
+    def add_counts(
+        self, table: str, keys: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Add each row's last column (`count`) to the running total of its keys."""
+        self._db.executemany(
+            f"INSERT INTO {table} VALUES ({', '.join('?' * (len(keys) + 1))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {table}.count + excluded.count",
+            rows,
+        )
+
+    def insert_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert every row (no conflict expected): attempts, network rounds."""
+        self._db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
+
     def begin_write(self) -> None:
         """BEGIN IMMEDIATE, after reopening the file if SQLite refused an earlier write."""
         try:

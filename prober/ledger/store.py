@@ -245,23 +245,30 @@ class Ledger:
                 tx.insert_pending(pending.attempts, pending.rounds)
                 newest = max((item.minute for item in closed), default=None)
                 tx.heartbeat(pending.vantage, pending.seen_at, newest)
-            for item in closed:
-                sid = self._series_id(item.target)
-                if not tx.insert_minute(sid, item.minute, item.verdict, item.counts):
+            # The target-level rows first, in one statement: which minutes are new.
+            keyed = [(self._series_id(item.target), item) for item in closed]
+            new = tx.insert_minutes([(sid, i.minute, i.verdict, i.counts) for sid, i in keyed])
+            probe_rows: list[tuple[int, int, Verdict, OutcomeCounts]] = []
+            attempt_rows: list[tuple] = []
+            for sid, item in keyed:
+                if (sid, item.minute) not in new:
                     continue
+                new.discard((sid, item.minute))  # the same minute twice in a batch: once
                 written.append(item)
                 for probe, (verdict, counts) in item.probes.items():
-                    tx.insert_minute(
-                        self._series_id(item.target, probe), item.minute, verdict, counts
+                    probe_rows.append(
+                        (self._series_id(item.target, probe), item.minute, verdict, counts)
                     )
                 for attempt in item.attempts:
-                    sid = self._series_id(item.target, attempt.probe)
+                    asid = self._series_id(item.target, attempt.probe)
                     if pending is None:
-                        tx.insert_attempt(sid, attempt)
-                    tx.count_attempt(sid, attempt)
+                        attempt_rows.append(_attempt_row(asid, attempt))
+                    tx.count_attempt(asid, attempt)
                 if pending is not None and item.network_failed and item.minute not in moved:
                     moved.add(item.minute)
                     tx.reclassify_network_failures(item.minute, pending.vantage)
+            tx.insert_minutes(probe_rows)
+            self._db.insert_all("attempts", _ATTEMPT_COLUMNS_STORED, attempt_rows)
         return written
 
     def record_gap(
@@ -534,6 +541,30 @@ class Ledger:
             return self._db.integrity_check()
 
 
+_MINUTE_COLUMNS = (
+    "series_id",
+    "minute",
+    "state",
+    "reason",
+    "success",
+    "failure",
+    "client_error",
+    "throttled",
+    "prober_fault",
+)
+_MINUTE_TYPES = ("int",) * 2 + ("smallint",) * 2 + ("int",) * 5  # as PostgreSQL has them
+_ATTEMPT_COLUMNS_STORED = (
+    "series_id",
+    "minute",
+    "started_at",
+    "duration",
+    "outcome",
+    "error_kind",
+    "error_code",
+    "http_status",
+    "detail",
+    "vantage",
+)
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
     "error_code, http_status, detail, vantage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -606,26 +637,29 @@ class _Transaction:
         self._ledger._created = []
 
     def insert_minute(self, sid: int, minute: int, verdict: Verdict, counts: OutcomeCounts) -> bool:
-        cursor = self._db.execute(
-            "INSERT INTO minutes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (
-                sid,
-                minute,
-                STATE_CODES[verdict.state],
-                REASON_CODES[verdict.reason],
-                *counts.as_tuple(),
-            ),
+        return bool(self.insert_minutes([(sid, minute, verdict, counts)]))
+
+    def insert_minutes(
+        self, rows: Sequence[tuple[int, int, Verdict, OutcomeCounts]]
+    ) -> set[tuple[int, int]]:
+        """Minute rows, in one statement; a row already there stays as it was. Returns the
+        (series id, minute) of the rows added, which the verdict totals count."""
+        added = self._db.insert_new(
+            "minutes",
+            _MINUTE_COLUMNS,
+            _MINUTE_TYPES,
+            [
+                (sid, minute, STATE_CODES[v.state], REASON_CODES[v.reason], *c.as_tuple())
+                for sid, minute, v, c in rows
+            ],
+            "series_id, minute, state",
         )
-        if cursor.rowcount != 1:
-            return False
-        self._verdicts[(sid, STATE_CODES[verdict.state])] += 1
-        return True
+        for sid, _minute, state in added:
+            self._verdicts[(sid, state)] += 1
+        return {(sid, minute) for sid, minute, _state in added}
 
     def insert_many(self, sid: int, verdicts: Iterable[tuple[int, Verdict]]) -> int:
-        added = 0
-        for minute, verdict in verdicts:
-            added += self.insert_minute(sid, minute, verdict, OutcomeCounts())
-        return added
+        return len(self.insert_minutes([(sid, m, v, OutcomeCounts()) for m, v in verdicts]))
 
     def insert_attempt(self, sid: int, attempt: Attempt) -> None:
         self._db.execute(_INSERT_ATTEMPT, _attempt_row(sid, attempt))
@@ -637,12 +671,14 @@ class _Transaction:
 
     def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
         series_id = self._ledger._series_id
-        self._db.executemany(
-            _INSERT_ATTEMPT,
+        self._db.insert_all(
+            "attempts",
+            _ATTEMPT_COLUMNS_STORED,
             [_attempt_row(series_id(a.target, a.probe), a) for a in attempts],
         )
-        self._db.executemany(
-            "INSERT INTO network_rounds VALUES (?, ?, ?)",
+        self._db.insert_all(
+            "network_rounds",
+            ("vantage", "minute", "all_failed"),
             [(r.vantage, r.minute, int(r.all_failed)) for r in rounds],
         )
 
@@ -675,9 +711,10 @@ class _Transaction:
         ):
             if counter:
                 # In key order: two probers adding to the same totals never deadlock.
-                self._db.executemany(
-                    f"INSERT INTO {table} VALUES (?, ?, ?) ON CONFLICT (series_id, {key}) "
-                    f"DO UPDATE SET count = {table}.count + excluded.count",
+                self._db.add_counts(
+                    table,
+                    ("series_id", key),
+                    ("int", "smallint"),
                     [(sid, code, n) for (sid, code), n in sorted(counter.items())],
                 )
 

@@ -17,6 +17,7 @@ from prober.ledger.store import Ledger
 
 from .postgres_fixture import PostgresCluster
 
+PASSWORD_ENV = "IM_PROBER_TEST_PG_PASSWORD"
 # Every table a ledger has (schema v2): a snapshot of them all shows any write.
 TABLES = (
     "meta",
@@ -60,6 +61,14 @@ class Backend:
             kwargs.setdefault("password", self.cluster.password)
         return Ledger(self.location(name), **kwargs)
 
+    def config_ledger(self, name: str = "ledger") -> str:
+        """The config's `ledger:` line for this ledger (a config in `folder`); a PostgreSQL
+        one takes its password from the environment, as a deployment's Secret does."""
+        location = self.location(name)
+        if isinstance(location, Path):
+            return f"ledger: {{path: {location.name}}}"
+        return f"ledger: {{url: '{location}', password: {{env: {PASSWORD_ENV}}}}}"
+
     def raw(self, name: str = "l") -> Any:
         """A plain connection to the ledger for checks (`execute(sql with ?, params)`)."""
         location = self.location(name)
@@ -92,4 +101,6 @@ class Backend:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return Backend("sqlite", tmp_path)
-    return Backend("postgres", tmp_path, request.getfixturevalue("postgres"))
+    cluster = request.getfixturevalue("postgres")
+    request.getfixturevalue("monkeypatch").setenv(PASSWORD_ENV, cluster.password)
+    return Backend("postgres", tmp_path, cluster)

@@ -33,6 +33,7 @@ from .chat_app import free_port
 from .cli_util import digest, on_demo, run
 from .conftest import BASE_TARGET, external_config
 from .daemon_util import ROOT, Daemon, cli, run_in_foreground, sample
+from .ledger_backends import Backend
 from .runtime_util import BASE, FakeClock
 
 MARCH_1 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp()) // 60
@@ -62,11 +63,13 @@ def failed(target: str, minute: int, detail: str = "no answer", kind: str = "tim
 
 
 @pytest.fixture
-def march_ledger(demo_config: Path) -> Path:
-    """The demo config's ledger with an hour of available minutes on 2026-03-01."""
-    with Ledger(demo_config.parent / "ledger.sqlite3") as ledger:
+def march_ledger(backend: Backend, write_config) -> Path:
+    """The demo config on either backend, its ledger with an hour of available minutes on
+    2026-03-01."""
+    config = write_config(backend.config_ledger() + "\ntargets:\n" + BASE_TARGET)
+    with backend.open("ledger") as ledger:
         ledger.write_minutes([available("demo", MARCH_1 + i) for i in range(60)])
-    return demo_config
+    return config
 
 
 # -- read-only files, as the tests (root) can make them ------------------------------------
@@ -108,10 +111,9 @@ def read_only_view(folder: Path, view: Path) -> Iterator[Path]:
 
 
 def test_import_refuses_minutes_that_have_not_ended_naming_their_lines(
-    march_ledger: Path, capsys, tmp_path: Path
+    march_ledger: Path, backend: Backend, capsys, tmp_path: Path
 ) -> None:
-    ledger_path = march_ledger.parent / "ledger.sqlite3"
-    before = digest(ledger_path)
+    before = backend.snapshot("ledger")
     tomorrow = minute_iso(now_minute() + 1440)
     current = minute_iso(now_minute())
     bad = tmp_path / "future.csv"
@@ -125,7 +127,7 @@ def test_import_refuses_minutes_that_have_not_ended_naming_their_lines(
     assert code == 2 and out == ""
     assert f"future.csv:3: minute {tomorrow} has not ended yet" in err
     assert f"future.csv:4: minute {current} has not ended yet" in err
-    assert digest(ledger_path) == before
+    assert backend.snapshot("ledger") == before
 
 
 def test_a_future_row_is_not_the_newest_closed_minute_and_the_month_agrees_with_report(
@@ -171,7 +173,7 @@ def test_a_future_row_is_not_the_newest_closed_minute_and_the_month_agrees_with_
 
 
 def test_import_refuses_minutes_before_2000_and_export_writes_four_digit_years(
-    march_ledger: Path, capsys, tmp_path: Path
+    march_ledger: Path, backend: Backend, capsys, tmp_path: Path
 ) -> None:
     from prober.ledger.minute_csv import parse_minute
 
@@ -181,7 +183,7 @@ def test_import_refuses_minutes_before_2000_and_export_writes_four_digit_years(
     assert code == 2 and "old.csv:2: minute 0001-01-01T00:00:00Z is before 2000-01-01" in err
     # A ledger that let such a row in (an older version did) still exports it readably.
     year_one = int(datetime(1, 1, 1, tzinfo=UTC).timestamp()) // 60
-    with Ledger(march_ledger.parent / "ledger.sqlite3") as ledger:
+    with backend.open("ledger") as ledger:
         ledger.import_rows([(2, MinuteRow("demo", "", year_one, State.AVAILABLE))])
     code, out, _ = run(
         capsys, "ledger", "export", "-c", str(march_ledger), "--until", "2000-01-01T00:00:00Z"
@@ -194,10 +196,9 @@ def test_import_refuses_minutes_before_2000_and_export_writes_four_digit_years(
 
 
 def test_import_refuses_a_probe_the_config_does_not_have(
-    march_ledger: Path, capsys, tmp_path: Path
+    march_ledger: Path, backend: Backend, capsys, tmp_path: Path
 ) -> None:
-    ledger_path = march_ledger.parent / "ledger.sqlite3"
-    before = digest(ledger_path)
+    before = backend.snapshot("ledger")
     bad = tmp_path / "probes.csv"
     bad.write_text(
         HEADER
@@ -208,7 +209,7 @@ def test_import_refuses_a_probe_the_config_does_not_have(
     assert code == 2
     assert "probes.csv:3: target demo has no probe 'send_group' in the config" in err
     assert ":2:" not in err  # login is one of demo's probes
-    assert digest(ledger_path) == before
+    assert backend.snapshot("ledger") == before
 
 
 def _limited_memory() -> None:
@@ -224,10 +225,9 @@ def _limited_memory() -> None:
     ],
 )
 def test_a_gzip_bomb_ends_in_one_clear_error_within_bounded_memory(
-    march_ledger: Path, tmp_path: Path, unit: bytes, message: str
+    march_ledger: Path, backend: Backend, tmp_path: Path, unit: bytes, message: str
 ) -> None:
-    ledger_path = march_ledger.parent / "ledger.sqlite3"
-    before = digest(ledger_path)
+    before = backend.snapshot("ledger")
     # 4 MiB of gzip members, each 1 MiB once inflated: 4 GiB of text.
     member = gzip.compress(unit * 1024 * 1024, compresslevel=9)
     bomb = tmp_path / "bomb.csv.gz"
@@ -246,7 +246,7 @@ def test_a_gzip_bomb_ends_in_one_clear_error_within_bounded_memory(
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
-    assert digest(ledger_path) == before
+    assert backend.snapshot("ledger") == before
 
 
 # -- case 4: spreadsheet formulas ---------------------------------------------------------

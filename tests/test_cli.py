@@ -110,8 +110,18 @@ def test_report_json_contract(april_ledger: Path, capsys) -> None:
     assert report["credit_amount"] == "120.00" and report["currency"] == "USD"
     assert report["claim_window"] == {"opens": "2026-06-06", "closes": "2026-07-15"}
     assert report["incidents"] == [
-        {"start": "2026-04-20T10:00:00+08:00", "end": "2026-04-20T16:40:00+08:00", "minutes": 400},
-        {"start": "2026-05-01T08:00:00+08:00", "end": "2026-05-01T08:33:00+08:00", "minutes": 33},
+        {
+            "start": "2026-04-20T10:00:00+08:00",
+            "end": "2026-04-20T16:40:00+08:00",
+            "minutes": 400,
+            "vantages": [],  # attempts of this generated month carry no vantage
+        },
+        {
+            "start": "2026-05-01T08:00:00+08:00",
+            "end": "2026-05-01T08:33:00+08:00",
+            "minutes": 33,
+            "vantages": [],
+        },
     ]
 
 

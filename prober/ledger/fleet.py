@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..records import ClosedMinute
-from ..sla import OutcomeCounts, State, Verdict
-from .codes import REASON_CODES, REASONS_BY_CODE, STATE_CODES, STATES_BY_CODE
+from ..sla import Outcome, OutcomeCounts, State, Verdict
+from .codes import OUTCOME_CODES, REASON_CODES, REASONS_BY_CODE, STATE_CODES, STATES_BY_CODE
 from .sqlite_file import SqliteFile
 from .store import Ledger, PendingEvidence
 
@@ -174,3 +174,18 @@ def vantages_of_minutes(
             VantageVerdict(vantage, verdict, OutcomeCounts(*counts))
         )
     return found
+
+
+def failing_vantages(ledger: Ledger, target: str, start: int, end: int) -> list[str]:
+    """The vantages that saw the target fail in minutes [start, end), from the attempts
+    they stored (a single prober's too: its attempts carry its vantage; attempts stored
+    before vantages were recorded have none)."""
+    failure = OUTCOME_CODES[Outcome.FAILURE]
+    with ledger._lock:
+        rows = ledger._db.execute(
+            "SELECT DISTINCT a.vantage FROM attempts a JOIN series s ON s.id = a.series_id "
+            "WHERE s.target = ? AND a.minute >= ? AND a.minute < ? AND a.outcome = ? "
+            "AND a.vantage <> '' ORDER BY a.vantage",
+            (target, start, end, failure),
+        ).fetchall()
+    return [row[0] for row in rows]

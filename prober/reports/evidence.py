@@ -38,6 +38,7 @@ PACK_FILES = (
 
 ATTEMPT_FIELDS = [
     "minute",
+    "vantage",
     "probe",
     "started_at",
     "duration_ms",
@@ -60,6 +61,7 @@ def _iso(seconds: float) -> str:
 def _attempt_record(attempt: Attempt) -> dict[str, Any]:
     return {
         "minute": minute_iso(attempt.minute),
+        "vantage": attempt.vantage,
         "probe": attempt.probe,
         "started_at": _iso(attempt.started_at),
         "duration_ms": round(attempt.duration * 1000, 1),

@@ -7,7 +7,7 @@ import html
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -16,6 +16,7 @@ from typing import Any
 from .. import sla
 from ..config.models import TargetBase as TargetConfig
 from ..ledger.csv_cells import cells
+from ..ledger.fleet import failing_vantages
 from ..ledger.store import Ledger
 from ..sla import Figures, Incident, ServiceMonth, State, epoch_minute
 
@@ -36,6 +37,8 @@ class Report:
     incidents: list[Incident]
     timezone: str
     as_of: datetime  # the instant the figures were computed for
+    # per incident, the vantages whose attempts saw the target fail (from the ledger)
+    incident_vantages: tuple[tuple[str, ...], ...] = ()
 
     @property
     def objective_met(self) -> bool:
@@ -65,7 +68,12 @@ def build_report(
     end = report_end(month, now)
     counts = ledger.state_counts(target.name, month.start_minute, end)
     failed = ledger.minutes_in_state(target.name, State.APPARENT_FAILURE, month.start_minute, end)
-    return report_from_counts(target, month, now, counts, failed)
+    report = report_from_counts(target, month, now, counts, failed)
+    seen = tuple(
+        tuple(failing_vantages(ledger, target.name, i.start_minute, i.end_minute))
+        for i in report.incidents
+    )
+    return replace(report, incident_vantages=seen)
 
 
 def report_end(month: ServiceMonth, now: datetime) -> int:
@@ -159,10 +167,16 @@ def as_dict(report: Report) -> dict[str, Any]:
                 "start": _local(i.start_minute, report),
                 "end": _local(i.end_minute, report),
                 "minutes": i.minutes,
+                "vantages": list(_vantages_of(report, n)),
             }
-            for i in report.incidents
+            for n, i in enumerate(report.incidents)
         ],
     }
+
+
+def _vantages_of(report: Report, n: int) -> tuple[str, ...]:
+    seen = report.incident_vantages
+    return seen[n] if n < len(seen) else ()
 
 
 def render_json(report: Report) -> str:
@@ -239,10 +253,12 @@ def render_text(report: Report) -> str:
     lines += ["", f"Incidents ({len(report.incidents)}):"]
     if not report.incidents:
         lines.append("  none")
-    for incident in report.incidents:
+    for n, incident in enumerate(report.incidents):
         start = sla.minute_start(incident.start_minute).astimezone(month.start.tzinfo)
         end = sla.minute_start(incident.end_minute).astimezone(month.start.tzinfo)
-        lines.append(f"  {start:%Y-%m-%d %H:%M} – {end:%H:%M}  {incident.minutes:>5} min")
+        seen = _vantages_of(report, n)
+        from_ = f"  seen from {', '.join(seen)}" if seen else ""
+        lines.append(f"  {start:%Y-%m-%d %H:%M} – {end:%H:%M}  {incident.minutes:>5} min{from_}")
     lines += [
         "",
         f"Credit claim window: {report.claim.opens} to {report.claim.closes} "

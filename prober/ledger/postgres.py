@@ -35,6 +35,7 @@ APPLICATION = "im-prober"
 # pg_advisory_xact_lock key of migrations: "IMPR" as a number, like SQLite's application_id.
 MIGRATION_LOCK = 0x494D5052
 CONNECT_TIMEOUT = 10  # seconds, per host
+INSERT_CHUNK = 20_000  # rows per statement of a bulk insert (an import sends up to 1,000,000)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 # Bounded time: no statement, lock wait or forgotten transaction blocks a prober for good,
 # and a server that stops answering is noticed by TCP within tcp_user_timeout.
@@ -374,13 +375,17 @@ class PostgresConnection:
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
             f"ON CONFLICT DO NOTHING RETURNING {returning}"
         )
-        params = [list(column) for column in zip(*rows, strict=True)]
+        out: list[tuple] = []
         with self._lock:
             conn = self._ready()
             try:
-                return conn.execute(sql, params).fetchall()
+                for start in range(0, len(rows), INSERT_CHUNK):  # bounded statements
+                    chunk = rows[start : start + INSERT_CHUNK]
+                    params = [list(column) for column in zip(*chunk, strict=True)]
+                    out += conn.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
+        return out
 
     def add_counts(
         self, table: str, keys: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]

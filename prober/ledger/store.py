@@ -203,7 +203,18 @@ class Ledger:
         return found
 
     def _existing_series(self, target: str, probe: str = TARGET_LEVEL) -> int | None:
-        return self._series.get((target, probe))
+        """The series' id, or None if it has no rows yet. A series not known here is looked
+        up (on a shared ledger another prober may have added it since this one opened)."""
+        key = (target, probe)
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT id FROM series WHERE target = ? AND probe = ?", key
+                ).fetchone()
+            if row is not None:
+                found = self._series[key] = row[0]
+        return found
 
     def refresh_series(self) -> None:
         """Read the series again: on a shared (PostgreSQL) ledger other probers add some."""
@@ -312,29 +323,56 @@ class Ledger:
                 continue
             batch[key] = (line, row)
         with self._transaction() as tx:
-            for line, row in batch.values():
-                sid = self._series_id(row.target, row.probe)
-                existing = self._db.execute(
-                    "SELECT state, reason FROM minutes WHERE series_id = ? AND minute = ?",
-                    (sid, row.minute),
-                ).fetchone()
-                if existing is None:
-                    tx.insert_minute(sid, row.minute, Verdict(row.state, row.reason), row.counts)
-                    added += 1
-                elif (STATES_BY_CODE[existing[0]], REASONS_BY_CODE[existing[1]]) == (
-                    row.state,
-                    row.reason,
-                ):
+            keyed = [(self._series_id(r.target, r.probe), line, r) for line, r in batch.values()]
+            new = tx.insert_minutes(
+                [(sid, r.minute, Verdict(r.state, r.reason), r.counts) for sid, _line, r in keyed]
+            )
+            # The rows that were there already: the same verdict, or the import is refused
+            # whole (the transaction undoes what it added), at the file's first conflict.
+            there = [(sid, r.minute) for sid, _line, r in keyed if (sid, r.minute) not in new]
+            existing = self._minutes_at(there)
+            added = len(new)
+            for sid, line, row in keyed:
+                if (sid, row.minute) in new:
+                    continue
+                state, reason = existing[(sid, row.minute)]
+                if (state, reason) == (row.state, row.reason):
                     unchanged += 1
-                else:
-                    state, reason = STATES_BY_CODE[existing[0]], REASONS_BY_CODE[existing[1]]
-                    raise ImportConflict(
-                        f"line {line}: {row.target}/{row.probe or '-'} at {minute_iso(row.minute)} "
-                        f"is {row.state}{'/' + row.reason if row.reason else ''} in the file "
-                        f"but {state}{'/' + reason if reason else ''} in the ledger; nothing "
-                        "was imported"
-                    )
+                    continue
+                raise ImportConflict(
+                    f"line {line}: {row.target}/{row.probe or '-'} at {minute_iso(row.minute)} "
+                    f"is {row.state}{'/' + row.reason if row.reason else ''} in the file "
+                    f"but {state}{'/' + reason if reason else ''} in the ledger; nothing "
+                    "was imported"
+                )
         return ImportResult(added, unchanged)
+
+    def _minutes_at(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
+        """(state, reason) of the given (series id, minute) rows: one range read per series
+        where its minutes lie close together (a file imported again), else one per row."""
+        by_series: dict[int, list[int]] = {}
+        for sid, minute in keys:
+            by_series.setdefault(sid, []).append(minute)
+        found: dict[tuple[int, int], tuple] = {}
+        for sid, minutes in by_series.items():
+            lo, hi = min(minutes), max(minutes)
+            if hi - lo < 2 * len(minutes) + 64:
+                rows = self._db.execute(
+                    "SELECT minute, state, reason FROM minutes WHERE series_id = ? "
+                    "AND minute >= ? AND minute <= ?",
+                    (sid, lo, hi),
+                ).fetchall()
+            else:
+                rows = [
+                    (m, *self._db.execute(
+                        "SELECT state, reason FROM minutes WHERE series_id = ? AND minute = ?",
+                        (sid, m),
+                    ).fetchone())
+                    for m in minutes
+                ]  # fmt: skip
+            for minute, state, reason in rows:
+                found[(sid, minute)] = (STATES_BY_CODE[state], REASONS_BY_CODE[reason])
+        return found
 
     def prune_attempts(self, before: float) -> int:
         """Delete attempts that started before `before` (epoch seconds). Minutes stay."""

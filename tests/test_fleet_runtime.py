@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from pathlib import Path
 
 from prober.config.models import parse_config
 from prober.ledger import fleet as fleet_rows
@@ -16,15 +15,16 @@ from prober.runtime.prober import Prober
 from prober.sla import Outcome, Reason, State
 
 from .chat_app import free_port
+from .ledger_backends import Backend
 from .runtime_util import BASE, FakeClock
 
 
-def config(tmp_path: Path, vantage: str, quorum: int = 1):
+def config(backend: Backend, vantage: str, quorum: int = 1):
     closed = free_port()
     text = textwrap.dedent(f"""\
         vantage: {vantage}
         fleet: {{failure_quorum: {quorum}, close_deadline: 20s}}
-        ledger: {{path: ledger.sqlite3}}
+        {backend.config_ledger("ledger")}
         targets:
           - name: t
             kind: http
@@ -32,23 +32,26 @@ def config(tmp_path: Path, vantage: str, quorum: int = 1):
             probes: {{login: {{attempts_per_minute: 1, timeout: 1s}}}}
             sla: {{service_month_anchor: 2026-01-01}}
         """)
-    path = tmp_path / f"{vantage}.yaml"
+    path = backend.folder / f"{vantage}.yaml"
     path.write_text(text)
     return parse_config(text, path, environ={})
 
 
-def fleet(tmp_path: Path, quorum: int = 1) -> tuple[dict[str, Prober], FakeClock]:
+def fleet(backend: Backend, quorum: int = 1) -> tuple[dict[str, Prober], FakeClock]:
     clock = FakeClock(BASE + 5)
     probers = {
-        name: Prober(
-            config(tmp_path, name, quorum),
-            Ledger(tmp_path / "ledger.sqlite3"),
-            clock=clock,
-            fleet=True,
-        )
+        name: Prober(config(backend, name, quorum), backend.open("ledger"), clock=clock, fleet=True)
         for name in ("a", "b")
     }
     return probers, clock
+
+
+async def start(*probers: Prober) -> None:
+    """Started, with the fleet closer's clock job taken out: the test ticks it itself."""
+    for prober in probers:
+        await prober.start()
+        assert prober.scheduler is not None
+        prober.scheduler.remove_job("fleet")
 
 
 async def attempt(prober: Prober, outcome: Outcome, at: float) -> None:
@@ -67,12 +70,11 @@ def fleet_row(ledger: Ledger, minute: int) -> tuple[State, Reason] | None:
     return None
 
 
-def test_two_vantages_make_one_fleet_minute_once_both_closed_it(tmp_path: Path) -> None:
+def test_two_vantages_make_one_fleet_minute_once_both_closed_it(backend: Backend) -> None:
     async def main() -> None:
-        probers, clock = fleet(tmp_path)
+        probers, clock = fleet(backend)
         a, b = probers["a"], probers["b"]
-        await a.start()
-        await b.start()
+        await start(a, b)
         minute = int(BASE // 60)
         await attempt(a, Outcome.FAILURE, BASE + 10)  # a's path is bad
         await attempt(b, Outcome.SUCCESS, BASE + 12)  # b reaches the service
@@ -101,12 +103,11 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(tmp_path: Path) -> None:
+def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(backend: Backend) -> None:
     async def main() -> None:
-        probers, clock = fleet(tmp_path)
+        probers, clock = fleet(backend)
         a, b = probers["a"], probers["b"]
-        await a.start()
-        await b.start()
+        await start(a, b)
         minute = int(BASE // 60)
         await attempt(a, Outcome.FAILURE, BASE + 10)
         clock.now = (minute + 1) * 60 + 5
@@ -124,11 +125,11 @@ def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(tmp_path: 
     asyncio.run(main())
 
 
-def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(tmp_path: Path) -> None:
+def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(backend: Backend) -> None:
     async def main() -> None:
-        probers, clock = fleet(tmp_path, quorum=2)
+        probers, clock = fleet(backend, quorum=2)
         a = probers["a"]
-        await a.start()  # b never runs: only one vantage is alive
+        await start(a)  # b never runs: only one vantage is alive
         minute = int(BASE // 60)
         await attempt(a, Outcome.FAILURE, BASE + 10)
         clock.now = (minute + 1) * 60 + 5
@@ -141,12 +142,11 @@ def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(tmp_path:
     asyncio.run(main())
 
 
-def test_a_new_closer_closes_what_the_old_one_left(tmp_path: Path) -> None:
+def test_a_new_closer_closes_what_the_old_one_left(backend: Backend) -> None:
     async def main() -> None:
-        probers, clock = fleet(tmp_path)
+        probers, clock = fleet(backend)
         a, b = probers["a"], probers["b"]
-        await a.start()
-        await b.start()
+        await start(a, b)
         minute = int(BASE // 60)
         for p, outcome in ((a, Outcome.FAILURE), (b, Outcome.FAILURE)):
             await attempt(p, outcome, BASE + 10)
@@ -164,9 +164,9 @@ def test_a_new_closer_closes_what_the_old_one_left(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_fleet_prober_does_not_record_its_missed_minutes_as_the_fleets(tmp_path: Path) -> None:
+def test_a_fleet_prober_does_not_record_its_missed_minutes_as_the_fleets(backend: Backend) -> None:
     async def main() -> None:
-        probers, _ = fleet(tmp_path)
+        probers, _ = fleet(backend)
         a = probers["a"]
         minute = int(BASE // 60)
         a.ledger.store_evidence(

@@ -87,7 +87,8 @@ def write_vantage_minutes(
         if totals:
             db.executemany(
                 "INSERT INTO vantage_totals VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET count = vantage_totals.count + excluded.count",
+                "ON CONFLICT (series_id, vantage, state) DO UPDATE SET "
+                "count = vantage_totals.count + excluded.count",
                 [(sid, vantage, code, n) for (sid, code), n in totals.items()],
             )
     return written

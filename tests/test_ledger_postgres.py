@@ -246,3 +246,35 @@ def test_one_daemon_per_vantage_on_a_shared_ledger(postgres, postgres_url) -> No
     assert not again.held()  # the connection, and so the lock, is gone
     other.release()
     again.release()
+
+
+def test_commands_and_the_daemon_on_an_unreachable_database_say_so_once(
+    write_config, capsys, monkeypatch
+) -> None:
+    """The CLI and the daemon at start: one line naming the URL and the host, exit 2, no
+    traceback, never the password."""
+    from .cli_util import run
+    from .conftest import BASE_TARGET
+    from .daemon_util import run_in_foreground
+
+    port = free_port()
+    url = f"postgresql://im_prober@127.0.0.1:{port}/im_prober"
+    monkeypatch.setenv("IM_PROBER_DB_PASSWORD", "never-shown-password")
+    config = write_config(
+        f"ledger: {{url: '{url}', password: {{env: IM_PROBER_DB_PASSWORD}}}}\n"
+        "targets:\n" + BASE_TARGET
+    )
+    expected = f"{url}: cannot connect to the ledger database at 127.0.0.1:{port}: "
+    for argv in (
+        ("report", "-c", str(config), "--target", "demo", "--month", "2026-04"),
+        ("ledger", "export", "-c", str(config)),
+        ("ledger", "migrate", "-c", str(config)),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "", argv
+        assert expected in err and "never-shown-password" not in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    done = run_in_foreground(config, f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "never-shown-password" not in done.stderr
+    assert "Traceback" not in done.stderr

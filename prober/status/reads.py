@@ -106,21 +106,23 @@ class StatusLedger(Ledger):
 
     def failure_kinds(
         self, target: str, probes: list[str], since: int, until: int
-    ) -> dict[str, dict[str, int]]:
-        """probe → error kind → failed attempts in minutes [since, until)."""
-        out: dict[str, dict[str, int]] = {}
+    ) -> dict[str, list[tuple[int, str, int]]]:
+        """probe → (minute, error kind, failed attempts) in minutes [since, until), in
+        minute order."""
+        out: dict[str, list[tuple[int, str, int]]] = {}
         for probe in probes:
             sid = self._existing_series(target, probe)
             if sid is None:
                 continue
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT error_kind, count(*) FROM attempts WHERE series_id = ? "
-                    "AND minute >= ? AND minute < ? AND outcome = ? GROUP BY error_kind",
+                    "SELECT minute, error_kind, count(*) FROM attempts WHERE series_id = ? "
+                    "AND minute >= ? AND minute < ? AND outcome = ? "
+                    "GROUP BY minute, error_kind ORDER BY minute",
                     (sid, since, until, _FAILURE),
                 ).fetchall()
             if rows:
-                out[probe] = {kind or "unknown": n for kind, n in rows}
+                out[probe] = [(m, kind or "unknown", n) for m, kind, n in rows]
         return out
 
     def durations(self, target: str, probe: str, since: int, until: int) -> list[tuple[int, float]]:

@@ -377,3 +377,28 @@ def test_rows_at_or_after_a_minute_are_not_the_last_closed_one(backend: Backend)
     assert ledger.future_rows(M0 + 1001) == {}
     assert [m for m, _ in ledger.state_codes("a", M0, until=M0 + 10)] == [M0, M0 + 1, M0 + 2]
     ledger.close()
+
+
+def test_stored_evidence_of_minutes_never_closed_comes_back_and_heartbeats_only_advance(
+    backend: Backend,
+) -> None:
+    ledger = backend.open()
+    first = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.SUCCESS, vantage="v")
+    ledger.store_evidence(PendingEvidence("v", [first], [NetworkRound("v", M0, False)], 1000.0))
+    closed = ClosedMinute("a", M0, Verdict(State.AVAILABLE), OutcomeCounts(1), {}, [first])
+    assert ledger.write_minutes([closed], PendingEvidence("v", [], [], 1060.0)) == [closed]
+    # the process stored a later minute's attempts, then died before closing it
+    later = Attempt("a", "login", (M0 + 1) * 60 + 5, 0.1, Outcome.FAILURE, "timeout", vantage="v")
+    ledger.store_evidence(PendingEvidence("v", [later], [NetworkRound("v", M0 + 1, True)], 1070.0))
+    ledger.store_evidence(PendingEvidence("v", [], [], 1065.0))  # a late, older heartbeat
+    ledger.close()
+    again = backend.open()
+    found = again.unclosed_evidence("v", M0 + 2)
+    assert found.attempts == [later]  # not the closed minute's
+    assert found.rounds == [NetworkRound("v", M0 + 1, True)]
+    assert again.unclosed_evidence("w", M0 + 2).attempts == []
+    db = backend.raw()
+    assert db.execute("SELECT name, last_seen, closed_through FROM vantages").fetchall() == [
+        ("v", 1070.0, M0)
+    ]
+    assert again.integrity_check() == "ok"

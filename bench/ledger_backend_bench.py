@@ -484,6 +484,62 @@ def month_rows(targets: int, rng: random.Random) -> list[tuple]:
     return rows
 
 
+def real_ledger(
+    cluster: PostgresCluster, folder: Path, targets: int, per_target: int, repeats: int
+) -> list:
+    """The ledger itself (store.py on each backend): a minute's attempts stored as they end
+    (`write_attempts`), then its closing batch (`write_minutes`: a target row and two probe
+    rows per target, the vantage's heartbeat, the totals). Medians of wall and client CPU."""
+    from prober.ledger.store import Ledger, PendingEvidence
+    from prober.records import Attempt, ClosedMinute
+    from prober.sla import Outcome, OutcomeCounts, State, Verdict
+
+    ok = Verdict(State.AVAILABLE)
+
+    def minute_of(minute: int) -> tuple[list, list]:
+        closed, attempts = [], []
+        for t in range(targets):
+            mine = [
+                Attempt(f"t{t:04d}", "send", minute * 60 + k * 15 + 1, 0.1, Outcome.SUCCESS,
+                        vantage="bench")
+                for k in range(per_target)
+            ]  # fmt: skip
+            attempts += mine
+            probes = {"send": (ok, OutcomeCounts(per_target)), "login": (ok, OutcomeCounts())}
+            counts = OutcomeCounts(per_target)
+            closed.append(ClosedMinute(f"t{t:04d}", minute, ok, counts, probes, mine))
+        return closed, attempts
+
+    out = []
+    for name, ledger in (
+        ("Ledger on SQLite", Ledger(folder / "real.sqlite3")),
+        (
+            "Ledger on PostgreSQL",
+            Ledger(cluster.url(cluster.create_database()), password=cluster.password),
+        ),
+    ):
+        store, close = [], []
+        for i in range(repeats + 1):
+            closed, attempts = minute_of(BASE_MINUTE + i)
+            w, c = time.perf_counter(), time.process_time()
+            ledger.write_attempts(attempts)
+            w2, c2 = time.perf_counter(), time.process_time()
+            ledger.write_minutes(closed, PendingEvidence("bench", [], [], time.time()))
+            w3, c3 = time.perf_counter(), time.process_time()
+            if i:  # the first one warms caches and prepared statements
+                store.append(((w2 - w) * 1000, (c2 - c) * 1000))
+                close.append(((w3 - w2) * 1000, (c3 - c2) * 1000))
+        ledger.close()
+        out.append(
+            (
+                name,
+                tuple(statistics.median(x[k] for x in store) for k in (0, 1)),
+                tuple(statistics.median(x[k] for x in close) for k in (0, 1)),
+            )
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -498,6 +554,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="ledger-backend-bench-"))
     results: list[tuple[str, tuple[float, float], tuple[float, float], tuple[float, float]]] = []
     try:
+        ledgers = real_ledger(cluster, folder, args.targets, args.attempts, args.repeats)
         for make in (
             lambda: Sqlite3Variant(folder / "a"),
             lambda: SqlAlchemyVariant(
@@ -547,6 +604,13 @@ def main() -> None:
         for (wall, cpu), (base_wall, _) in zip(figures, base[1:], strict=True):
             cells.append(f"{wall:7.1f}/{cpu:6.1f} ({wall / base_wall:4.1f}x)")
         print(f"{name:42} {cells[0]:>24} {cells[1]:>22} {cells[2]:>24}")
+    print(
+        f"\nthe ledger itself, a minute of {args.targets} targets x {args.attempts} attempts: "
+        "ms wall / ms client CPU"
+    )
+    print(f"{'':42} {'write_attempts':>24} {'write_minutes':>24}")
+    for name, store, close in ledgers:
+        print(f"{name:42} {store[0]:11.1f}/{store[1]:6.1f} {close[0]:17.1f}/{close[1]:6.1f}")
 
 
 if __name__ == "__main__":

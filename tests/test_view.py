@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prober.ledger.codes import STATE_CODES
-from prober.ledger.store import Ledger, MinuteRow
+from prober.ledger.store import MinuteRow
 from prober.ledger.view import RING, WINDOWS, LedgerView, MinuteRing, TargetView
 from prober.records import ClosedMinute
 from prober.sla import OutcomeCounts, ServiceCalendar, State, Verdict
+
+from .ledger_backends import Backend
 
 CODES = [STATE_CODES[s] for s in State]
 
@@ -72,12 +73,12 @@ def test_month_tally_rolls_over() -> None:
 
 
 def test_restore_ignores_rows_that_have_not_ended_and_counts_the_month_like_report(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     calendar = ServiceCalendar(date(2026, 3, 17), "UTC")
     month = calendar.month(2)  # [2026-05-17, 2026-06-17)
     now = (month.start_minute + 100) * 60 + 30  # 100 minutes into the month
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger = backend.open()
     ledger.write_minutes(
         [
             ClosedMinute("t", month.start_minute + i, Verdict(state), OutcomeCounts())

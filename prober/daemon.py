@@ -19,8 +19,8 @@ from .expose.listener import WebServer
 from .expose.metrics import Exposition
 from .expose.web import make_app
 from .expose.webconfig import WebSecurity, load_cert_chain, load_web_config
-from .ledger.lock import LedgerLock
-from .ledger.opening import open_ledger
+from .ledger.lock import LedgerLock, VantageLock
+from .ledger.opening import ledger_password, open_ledger
 from .ledger.view import LedgerView
 from .logs import event, flush_suppressed, loop_exception_handler
 from .runtime.prober import Prober
@@ -105,9 +105,14 @@ class Daemon:
             raise UserError(f"--web.listen-address: {exc}") from None
         # One daemon per ledger: refused here, before the ledger is opened or migrated. The
         # lock lives as long as this object (the process); the kernel drops it on any exit.
-        if config.config.ledger.url is None:
+        # A PostgreSQL ledger is shared by a fleet: one daemon per vantage name instead.
+        url = config.config.ledger.url
+        if url is None:
             self.ledger_lock = await asyncio.to_thread(LedgerLock.acquire, config.ledger_path)
-        # A PostgreSQL ledger is shared by a fleet: no lock, every prober is one vantage.
+        else:
+            self.ledger_lock = await asyncio.to_thread(
+                VantageLock.acquire, url, ledger_password(config), config.vantage, 10.0
+            )
         ledger = await asyncio.to_thread(open_ledger, config)
         view = LedgerView()
         exposition = Exposition(view, self.stats, __version__)

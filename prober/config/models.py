@@ -563,6 +563,11 @@ def restart_only_changes(old: ConfigFile, new: ConfigFile) -> list[str]:
     changed = []
     if new.ledger_path != old.ledger_path:
         changed.append("ledger.path")
+    for key in ("url", "password"):
+        if getattr(new.config.ledger, key) != getattr(old.config.ledger, key):
+            changed.append(f"ledger.{key}")
+    if new.vantage != old.vantage:  # the name its stored attempts are taken back by
+        changed.append("vantage")
     for key in ("listen_address", "enable_lifecycle", "max_connections", "request_timeout"):
         if getattr(new.config.web, key) != getattr(old.config.web, key):
             changed.append(f"web.{key}")

@@ -27,6 +27,7 @@ from ..config.models import (
     TargetBase,
     restart_only_changes,
 )
+from ..ledger.opening import display_location
 from ..ledger.store import Ledger
 from ..ledger.view import LedgerView
 from ..logs import event
@@ -159,7 +160,7 @@ class Prober:
             logging.INFO,
             "prober started",
             targets=len(self.targets),
-            ledger=str(self.config_file.ledger_path),
+            ledger=display_location(self.config_file),
             version=__version__,
         )
 

@@ -32,9 +32,9 @@ class MinuteState:
 class StatusLedger(Ledger):
     """The ledger opened read-only for the page."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, location: str | Path, password: str | None = None) -> None:
         self._series_checked = 0.0
-        super().__init__(path, readonly=True)
+        super().__init__(location, readonly=True, password=password)
 
     def _existing_series(self, target: str, probe: str = TARGET_LEVEL) -> int | None:
         found = self._series.get((target, probe))

@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from ..config.models import ConfigFile, TargetBase
 from ..errors import LedgerError
 from ..ledger.minute_csv import parse_instant
+from ..ledger.opening import ledger_location, ledger_password
 from ..ledger.view import LedgerView
 from ..reports.evidence import write_evidence
 from ..reports.report import Report, build_report, render_html, render_json
@@ -165,7 +166,8 @@ class StatusPage:
     def _ledger_ready(self) -> StatusLedger:
         """In a worker: the page's read-only connection, opened on first use."""
         if self._ledger is None:
-            self._ledger = StatusLedger(self.config_of().ledger_path)
+            config = self.config_of()
+            self._ledger = StatusLedger(ledger_location(config), ledger_password(config))
         return self._ledger
 
     # -- what every view needs ------------------------------------------------------------

@@ -159,6 +159,8 @@ class Daemon:
             basic_auth=self.security.auth_required,
             max_connections=server.listener.max_connections,
         )
+        # The status page reads what no longer changes once, in its own threads, now.
+        warming = loop.create_task(status.warm())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
@@ -168,6 +170,7 @@ class Daemon:
             loop.remove_signal_handler(sig)
         await prober.stop()
         await server.stop()
+        warming.cancel()
         await status.close()
         await asyncio.to_thread(ledger.close)
         flush_suppressed()

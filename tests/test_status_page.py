@@ -354,3 +354,25 @@ def test_the_report_downloads_are_the_reports_own_renderings(month, capsys) -> N
         b"im-prober SLA report" in as_html
         and "script-src" not in headers["Content-Security-Policy"]
     )
+
+
+def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(month) -> None:
+    folder, _history, now = month
+    config_file = load_config(folder / "config.yaml")
+
+    async def main() -> tuple[int, int, int, int]:
+        view = LedgerView()
+        with Ledger(config_file.ledger_path, readonly=True) as ledger:
+            calendars = {t.name: t.sla.calendar() for t in config_file.config.targets}
+            view.restore(ledger, calendars, now)
+        page = StatusPage(view, lambda: config_file, network_up=lambda: None, version="test")
+        cold = (len(page._cache.months), len(page._cache.hours))
+        await page.warm()
+        warm = (len(page._cache.months), len(page._cache.hours))
+        await page.close()
+        return (*cold, *warm)
+
+    cold_months, cold_hours, warm_months, warm_hours = asyncio.run(main())
+    assert (cold_months, cold_hours) == (0, 0)
+    assert warm_months >= 1  # the previous months' reports, kept
+    assert warm_hours >= 24  # whole hours of attempt latency, kept for good

@@ -180,6 +180,11 @@ class SLAConfig(Strict):
         description="purchase date: service months start on its day"
     )
     timezone: TimezoneName = "UTC"
+    service_month: sla.months.MonthKind = Field(
+        sla.months.MonthKind.ANCHORED,
+        description="anchored (on the purchase day), calendar, or calendar_from_purchase "
+        "(calendar months, the first from the purchase date)",
+    )
     objective: ExactDecimal = Decimal("0.99")
     credit_tiers: tuple[CreditTierConfig, ...] = DEFAULT_CREDIT_TIERS
     monthly_fee: Annotated[ExactDecimal, decimal_within(places=4)] | None = Field(
@@ -257,7 +262,7 @@ class SLAConfig(Strict):
         )
 
     def calendar(self) -> sla.ServiceCalendar:
-        return sla.ServiceCalendar(self.service_month_anchor, self.zone)
+        return sla.ServiceCalendar(self.service_month_anchor, self.zone, self.service_month)
 
 
 def _aware_in_years(value: datetime) -> datetime:

@@ -1,8 +1,17 @@
-"""Service months anchored on the purchase date, in the contract's timezone (DESIGN.md §5).
+"""Service months in the contract's timezone (DESIGN.md §5), of three kinds.
 
-Month k starts at local midnight on the anchor's day of the k-th calendar month after the
-anchor; a day the month lacks (29-31) becomes that month's last day. Each month ends where the
-next one starts, so the months tile time with no gap or overlap, whatever the DST rules.
+Providers define the month differently (Tencent Cloud's own products use all three):
+
+- `anchored` (IM's rule): month k starts at local midnight on the purchase day of the k-th
+  calendar month after the purchase; a day the month lacks (29-31) becomes that month's last
+  day.
+- `calendar`: month k is the k-th calendar month after the purchase's, from local midnight of
+  its 1st to that of the next 1st; the first is the whole month the purchase falls in.
+- `calendar_from_purchase`: calendar months, except that the first starts at the purchase date
+  and so is short; nothing before the purchase belongs to any month.
+
+Each month ends where the next one starts, so the months tile time with no gap or overlap,
+whatever the DST rules.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 
@@ -42,7 +52,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class ServiceMonth:
-    index: int  # 0 = the month that starts on the anchor date
+    index: int  # 0 = the first month, the one that holds the anchor date
     start: datetime  # aware, in the contract's timezone
     end: datetime  # exclusive
 
@@ -76,17 +86,58 @@ def _add_months(year: int, month: int, k: int) -> tuple[int, int]:
     return serial // 12, serial % 12 + 1
 
 
-class ServiceCalendar:
-    """The service months of one contract."""
+class MonthKind(StrEnum):
+    """How a contract cuts time into service months (`sla.service_month`)."""
 
-    def __init__(self, anchor: date, tz: ZoneInfo | str) -> None:
-        self.anchor = anchor
-        self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    ANCHORED = "anchored"
+    CALENDAR = "calendar"
+    CALENDAR_FROM_PURCHASE = "calendar_from_purchase"
+
+
+@dataclass(frozen=True, slots=True, init=False, eq=False)
+class ServiceCalendar:
+    """The service months of one contract.
+
+    Two calendars are equal when they cut time the same way (same anchor, timezone and kind),
+    so a reload that changes any of the three is noticed by comparing them."""
+
+    anchor: date  # the purchase date
+    tz: ZoneInfo
+    kind: MonthKind = MonthKind.ANCHORED
+
+    def __init__(
+        self, anchor: date, tz: ZoneInfo | str, kind: MonthKind | str = MonthKind.ANCHORED
+    ) -> None:
+        object.__setattr__(self, "anchor", anchor)
+        object.__setattr__(self, "tz", tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz))
+        object.__setattr__(self, "kind", MonthKind(kind))
+
+    @property
+    def key(self) -> tuple[date, str, MonthKind]:
+        # by zone name: ZoneInfo compares by identity, and a no_cache() copy is the same zone
+        return (self.anchor, str(self.tz), self.kind)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServiceCalendar):
+            return NotImplemented
+        return self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def first_day(self) -> date:
+        """The local day the first service month starts on."""
+        return self.start_day(0)
 
     def start_day(self, index: int) -> date:
         year, month = _add_months(self.anchor.year, self.anchor.month, index)
-        last = calendar.monthrange(year, month)[1]
-        return date(year, month, min(self.anchor.day, last))
+        if self.kind is MonthKind.ANCHORED:
+            last = calendar.monthrange(year, month)[1]
+            return date(year, month, min(self.anchor.day, last))
+        if self.kind is MonthKind.CALENDAR_FROM_PURCHASE and index == 0:
+            return self.anchor
+        return date(year, month, 1)
 
     def month(self, index: int) -> ServiceMonth:
         if index < 0:
@@ -98,7 +149,7 @@ class ServiceCalendar:
         )
 
     def month_containing(self, instant: datetime) -> ServiceMonth | None:
-        """The service month an aware instant falls in; None before the anchor."""
+        """The service month an aware instant falls in; None before the first month."""
         if instant.tzinfo is None:
             raise ValueError("instant must be timezone-aware")
         local = instant.astimezone(self.tz)
@@ -114,7 +165,8 @@ class ServiceCalendar:
         return None
 
     def month_starting_in(self, year: int, month: int) -> ServiceMonth:
-        """The service month that starts in a calendar month (each has exactly one)."""
+        """The service month that starts in a calendar month (each has exactly one, from the
+        anchor's month on, whatever the kind)."""
         index = (year - self.anchor.year) * 12 + (month - self.anchor.month)
         if index < 0:
             raise ValueError(

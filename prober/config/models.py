@@ -177,7 +177,8 @@ def _in_years(value: date) -> date:
 
 class SLAConfig(Strict):
     service_month_anchor: Annotated[date, AfterValidator(_in_years)] = Field(
-        description="purchase date: service months start on its day"
+        description="purchase date: the first service month holds it (anchored months "
+        "start on its day)"
     )
     timezone: TimezoneName = "UTC"
     service_month: sla.months.MonthKind = Field(

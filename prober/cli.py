@@ -43,7 +43,7 @@ def _month(config: ConfigFile, target: str, month: str | None, now: datetime) ->
         found = calendar.month_containing(now)
         if found is None:
             raise UserError(
-                f"target {target}: the first service month starts on {calendar.anchor}; "
+                f"target {target}: the first service month starts on {calendar.first_day}; "
                 "nothing to report yet"
             )
         return found

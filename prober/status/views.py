@@ -363,7 +363,7 @@ class StatusPage:
         if text is None:
             found = calendar.month_containing(self._as_of(target.name))
             if found is None:
-                raise _not_found(f"the first service month starts on {calendar.anchor}")
+                raise _not_found(f"the first service month starts on {calendar.first_day}")
             return found
         match = MONTH.fullmatch(text)
         if not match or not 1 <= int(match.group(2)) <= 12:

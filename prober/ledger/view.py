@@ -19,46 +19,78 @@ from .store import TARGET_LEVEL, Ledger
 
 WINDOWS = {"1h": 60, "24h": 1440, "7d": 10080, "30d": 43200}
 RING = max(WINDOWS.values())
-_EMPTY = 255  # a minute with no row
+RECENT = 1440  # minutes whose full state code is kept: the overview's strip reads the last 90
+EMPTY = 255  # what code_at answers for a minute with no row (or one older than RECENT)
 _A = STATE_CODES[State.AVAILABLE]
 _F = STATE_CODES[State.APPARENT_FAILURE]
+# The windows only need to know of a minute whether it is available, failed, another state
+# or empty, so the 30 days keep two bits a minute (four minutes a byte). Empty is 0, so a
+# zeroed array is an empty ring.
+_C_EMPTY, _C_A, _C_F, _C_OTHER = 0, 1, 2, 3
+_WIDTHS = tuple(WINDOWS.items())
+_KEEP = tuple(~(3 << (2 * k)) & 0xFF for k in range(4))  # clears minute k of a byte
+# a state code's two bits, looked up (EMPTY stays empty, as a row-less minute)
+_CLASS = bytes(
+    _C_A if c == _A else _C_F if c == _F else _C_EMPTY if c == EMPTY else _C_OTHER
+    for c in range(256)
+)
 
 
 class MinuteRing:
-    """The last 30 days of a target's verdicts, one byte a minute, with the available and
-    failed counts of each window ending at the newest closed minute kept up to date."""
+    """The last 30 days of a target's verdicts, two bits a minute, with the available and
+    failed counts of each window ending at the newest closed minute kept up to date, and the
+    full state codes of the last RECENT minutes (what the status page shows)."""
 
-    __slots__ = ("available", "failed", "head", "states")
+    __slots__ = ("available", "classes", "failed", "head", "recent")
 
     def __init__(self) -> None:
-        self.states = bytearray([_EMPTY]) * RING
+        self.classes = bytearray(RING // 4)  # minute m: bits 2*(i%4) of byte i//4, i = m % RING
+        self.recent = bytearray([EMPTY]) * RECENT  # minute m at m % RECENT
         self.head: int | None = None  # newest minute written
         self.available = dict.fromkeys(WINDOWS, 0)
         self.failed = dict.fromkeys(WINDOWS, 0)
 
+    def code_at(self, minute: int) -> int:
+        """The state code of `minute` if it is one of the last RECENT minutes, else EMPTY."""
+        if self.head is None or not self.head - RECENT < minute <= self.head:
+            return EMPTY
+        return self.recent[minute % RECENT]
+
     def put(self, minute: int, code: int) -> None:
-        if self.head is None or minute - self.head >= RING:
-            self.states[:] = bytes([_EMPTY]) * RING
+        classes, recent = self.classes, self.recent
+        head = self.head
+        if head is None or minute - head >= RING:
+            classes[:] = bytes(RING // 4)
+            recent[:] = bytes([EMPTY]) * RECENT
             self.available = dict.fromkeys(WINDOWS, 0)
             self.failed = dict.fromkeys(WINDOWS, 0)
-        elif minute <= self.head:
+        elif minute <= head:
             # A row arriving late (an import): counted if it lies inside the windows.
-            if minute > self.head - RING and self.states[minute % RING] == _EMPTY:
-                self.states[minute % RING] = code
+            i = minute % RING
+            if minute > head - RING and not (classes[i >> 2] >> ((i & 3) << 1)) & 3:
+                classes[i >> 2] |= _CLASS[code] << ((i & 3) << 1)
+                if minute > head - RECENT:
+                    recent[minute % RECENT] = code
                 self._count(minute, code)
             return
         else:
-            for m in range(self.head + 1, minute + 1):
-                for name, width in WINDOWS.items():
+            available, failed = self.available, self.failed
+            for m in range(head + 1, minute + 1):
+                for name, width in _WIDTHS:
                     # minute m - width leaves the window; it was written at most RING ago
-                    old = self.states[(m - width) % RING]
-                    if old == _A:
-                        self.available[name] -= 1
-                    elif old == _F:
-                        self.failed[name] -= 1
-                self.states[m % RING] = _EMPTY
+                    i = (m - width) % RING
+                    old = (classes[i >> 2] >> ((i & 3) << 1)) & 3
+                    if old == _C_A:
+                        available[name] -= 1
+                    elif old == _C_F:
+                        failed[name] -= 1
+                i = m % RING
+                classes[i >> 2] &= _KEEP[i & 3]
+                recent[m % RECENT] = EMPTY
         self.head = minute
-        self.states[minute % RING] = code
+        i = minute % RING
+        classes[i >> 2] |= _CLASS[code] << ((i & 3) << 1)
+        recent[minute % RECENT] = code
         self._count(minute, code)
 
     def _count(self, minute: int, code: int) -> None:

@@ -22,7 +22,7 @@ from ..config.models import TargetBase
 from ..config.secrets import redact
 from ..ledger.codes import STATE_CODES, STATES_BY_CODE
 from ..ledger.store import TARGET_LEVEL
-from ..ledger.view import RING, LedgerView
+from ..ledger.view import LedgerView
 from ..reports.report import Report, as_dict, build_report, report_from_counts
 from ..sla import ServiceMonth, State, minute_iso
 from ..sla.months import local_midnight
@@ -86,12 +86,7 @@ def snapshot(view: LedgerView, targets: Sequence[TargetBase], now: float) -> lis
             month = target.sla.calendar().month_containing(datetime.fromtimestamp(now, UTC))
             out.append(TargetSnapshot(target, None, bytes([EMPTY]) * STRIP_MINUTES, month))
             continue
-        ring = tv.ring
-        head = ring.head if ring.head is not None else last
-        recent = bytes(
-            ring.states[m % RING] if head - RING < m <= head else EMPTY
-            for m in range(last - STRIP_MINUTES + 1, last + 1)
-        )
+        recent = bytes(tv.ring.code_at(m) for m in range(last - STRIP_MINUTES + 1, last + 1))
         tally = tv.current_month((last + 1) * 60.0)
         month = tally.month if tally is not None else None
         counts = dict(tally.counts) if tally is not None else {}

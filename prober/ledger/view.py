@@ -89,9 +89,18 @@ class MinuteRing:
                 recent[m % RECENT] = EMPTY
         self.head = minute
         i = minute % RING
-        classes[i >> 2] |= _CLASS[code] << ((i & 3) << 1)
+        cls = _CLASS[code]
+        classes[i >> 2] |= cls << ((i & 3) << 1)
         recent[minute % RECENT] = code
-        self._count(minute, code)
+        # the newest minute lies in every window
+        if cls == _C_A:
+            counts = self.available
+        elif cls == _C_F:
+            counts = self.failed
+        else:
+            return
+        for name in WINDOWS:
+            counts[name] += 1
 
     def _count(self, minute: int, code: int) -> None:
         assert self.head is not None

@@ -1,0 +1,228 @@
+"""The in-memory view's 30-day minute ring: memory of a LedgerView of N targets, each with
+30 days of minutes, and the CPU of `put`, for the one-byte-a-minute ring the view used to
+keep (copied here) against the compact ring it keeps now, in the same run.
+
+    python bench/view_bench.py [--targets 5000 10000] [--repeat 7]
+
+Memory is measured in a fresh child process per ring and size (the parent's heap would
+hide a second measurement): VmRSS from /proc before and after the view is built, and, in
+a second child, the bytes tracemalloc traces for the same build. Each target is filled
+with the same 30 days of minutes: one ring is filled minute by minute through
+`TargetView.add` (what a restore does), and every target's ring is a copy of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from datetime import date
+from fractions import Fraction
+from pathlib import Path
+
+from prober.ledger.codes import STATE_CODES
+from prober.ledger.store import TARGET_LEVEL
+from prober.ledger.view import RING, WINDOWS, LedgerView, MinuteRing, MonthTally
+from prober.sla import Outcome, ServiceCalendar, State
+
+_EMPTY = 255
+_A = STATE_CODES[State.AVAILABLE]
+_F = STATE_CODES[State.APPARENT_FAILURE]
+PROBES = ("login", "send_c2c")
+START = 29_500_000  # a minute in 2026
+
+
+class ByteRing:
+    """The ring as the view kept it before: one byte a minute for 30 days."""
+
+    __slots__ = ("available", "failed", "head", "states")
+
+    def __init__(self) -> None:
+        self.states = bytearray([_EMPTY]) * RING
+        self.head: int | None = None
+        self.available = dict.fromkeys(WINDOWS, 0)
+        self.failed = dict.fromkeys(WINDOWS, 0)
+
+    def put(self, minute: int, code: int) -> None:
+        if self.head is None or minute - self.head >= RING:
+            self.states[:] = bytes([_EMPTY]) * RING
+            self.available = dict.fromkeys(WINDOWS, 0)
+            self.failed = dict.fromkeys(WINDOWS, 0)
+        elif minute <= self.head:
+            if minute > self.head - RING and self.states[minute % RING] == _EMPTY:
+                self.states[minute % RING] = code
+                self._count(minute, code)
+            return
+        else:
+            for m in range(self.head + 1, minute + 1):
+                for name, width in WINDOWS.items():
+                    old = self.states[(m - width) % RING]
+                    if old == _A:
+                        self.available[name] -= 1
+                    elif old == _F:
+                        self.failed[name] -= 1
+                self.states[m % RING] = _EMPTY
+        self.head = minute
+        self.states[minute % RING] = code
+        self._count(minute, code)
+
+    def _count(self, minute: int, code: int) -> None:
+        assert self.head is not None
+        for name, width in WINDOWS.items():
+            if minute > self.head - width:
+                if code == _A:
+                    self.available[name] += 1
+                elif code == _F:
+                    self.failed[name] += 1
+
+    def availability(self, window: str) -> Fraction | None:
+        a, f = self.available[window], self.failed[window]
+        return Fraction(a, a + f) if a + f else None
+
+
+RINGS = {"old": ByteRing, "new": MinuteRing}
+ARRAYS = {"old": ("states",), "new": ("classes", "recent")}
+
+
+def month_of_states(seed: int = 1) -> list[State]:
+    """30 days of target-level verdicts: mostly available, a few failed minutes, a night of
+    maintenance, a few minutes without data."""
+    rng = random.Random(seed)
+    weights = {State.AVAILABLE: 0.985, State.APPARENT_FAILURE: 0.005, State.NO_DATA: 0.004}
+    states = rng.choices(list(weights), list(weights.values()), k=RING)
+    states[20_000:20_240] = [State.MAINTENANCE] * 240
+    return states
+
+
+def copy_ring(kind: str, template: MinuteRing | ByteRing) -> MinuteRing | ByteRing:
+    ring = RINGS[kind]()
+    for name in ARRAYS[kind]:
+        getattr(ring, name)[:] = getattr(template, name)  # in place: the ring's own buffer
+    ring.head = template.head
+    ring.available = dict(template.available)
+    ring.failed = dict(template.failed)
+    return ring
+
+
+def build_view(kind: str, n: int) -> LedgerView:
+    calendar = ServiceCalendar(date(2026, 1, 1), "UTC")
+    view = LedgerView()
+    view.track("template", calendar)
+    template = view.targets.pop("template")
+    template.ring = RINGS[kind]()  # type: ignore[assignment]
+    for i, state in enumerate(month_of_states()):
+        template.add(START + i, state)
+    assert template.month is not None
+    for t in range(n):
+        name = f"target-{t:05d}"
+        view.track(name, calendar)
+        tv = view.targets[name]
+        tv.ring = copy_ring(kind, template.ring)  # type: ignore[assignment]
+        tv.last_closed = template.last_closed
+        tv.month = MonthTally(template.month.month, Counter(template.month.counts))
+        for probe in (TARGET_LEVEL, *PROBES):
+            view.verdicts[(name, probe)] = Counter({State.AVAILABLE: 40_000, State.NO_DATA: 9})
+        for probe in PROBES:
+            view.attempts[(name, probe)] = Counter({Outcome.SUCCESS: 170_000, Outcome.FAILURE: 9})
+    return view
+
+
+def vm_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child(kind: str, n: int, traced: bool) -> None:
+    if traced:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0] if traced else vm_rss()
+    view = build_view(kind, n)
+    after = tracemalloc.get_traced_memory()[0] if traced else vm_rss()
+    ring = next(iter(view.targets.values())).ring
+    print(json.dumps({"bytes": after - before, "ring_arrays": ring_bytes(kind, ring)}))
+
+
+def ring_bytes(kind: str, ring: MinuteRing | ByteRing) -> int:
+    return sum(len(getattr(ring, name)) for name in ARRAYS[kind])
+
+
+def measure_memory(kind: str, n: int, traced: bool) -> dict[str, int]:
+    args = [sys.executable, __file__, "--child", kind, str(n)] + (["--traced"] if traced else [])
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def cpu_per_put(kind: str, rings: int, minutes: int, repeat: int) -> dict[str, float]:
+    """µs of CPU per put: the daemon's case (every ring one minute forward, `rings` rings
+    filled with 30 days, `minutes` times over), a restore (30 days into an empty ring) and
+    late rows (an import into the last day of a filled ring)."""
+    states = [STATE_CODES[s] for s in month_of_states()]
+    template = RINGS[kind]()
+    for i, code in enumerate(states):
+        template.put(START + i, code)
+    steady, fill, late = [], [], []
+    for _ in range(repeat):
+        pool = [copy_ring(kind, template) for _ in range(rings)]
+        t0 = time.process_time()
+        for k in range(minutes):
+            minute, code = START + RING + k, states[k]
+            for ring in pool:
+                ring.put(minute, code)
+        steady.append((time.process_time() - t0) / (rings * minutes))
+        t0 = time.process_time()
+        for ring in pool[:3]:
+            for late_minute in range(START + RING - 1440, START + RING):
+                ring.put(late_minute, _F)  # rejected: the minute has a row
+        late.append((time.process_time() - t0) / (3 * 1440))
+        empty = RINGS[kind]()
+        t0 = time.process_time()
+        for i, code in enumerate(states):
+            empty.put(START + i, code)
+        fill.append((time.process_time() - t0) / len(states))
+    return {
+        "steady": statistics.median(steady) * 1e6,
+        "fill": statistics.median(fill) * 1e6,
+        "late": statistics.median(late) * 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, nargs="+", default=[5000, 10000])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--child", nargs=2, metavar=("RING", "TARGETS"), help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.traced)
+        return
+    print("| targets | ring | RSS delta MB | traced MB | bytes / target (traced) | ring arrays B |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in args.targets:
+        for kind in ("old", "new"):
+            rss = measure_memory(kind, n, traced=False)
+            traced = measure_memory(kind, n, traced=True)
+            print(
+                f"| {n:,} | {kind} | {rss['bytes'] / 2**20:.1f} | {traced['bytes'] / 2**20:.1f}"
+                f" | {traced['bytes'] // n:,} | {rss['ring_arrays']:,} |",
+                flush=True,
+            )
+    print()
+    cpu = {kind: cpu_per_put(kind, 1000, 60, args.repeat) for kind in ("old", "new")}
+    print("| put | old µs | new µs | new / old |")
+    print("| --- | --- | --- | --- |")
+    for case in ("steady", "fill", "late"):
+        old, new = cpu["old"][case], cpu["new"][case]
+        print(f"| {case} | {old:.2f} | {new:.2f} | {new / old:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()

@@ -160,37 +160,46 @@ def measure_memory(kind: str, n: int, traced: bool) -> dict[str, int]:
     return json.loads(out)
 
 
-def cpu_per_put(kind: str, rings: int, minutes: int, repeat: int) -> dict[str, float]:
-    """µs of CPU per put: the daemon's case (every ring one minute forward, `rings` rings
-    filled with 30 days, `minutes` times over), a restore (30 days into an empty ring) and
-    late rows (an import into the last day of a filled ring)."""
-    states = [STATE_CODES[s] for s in month_of_states()]
-    template = RINGS[kind]()
+def filled_ring(kind: str, states: list[int]) -> MinuteRing | ByteRing:
+    ring = RINGS[kind]()
     for i, code in enumerate(states):
-        template.put(START + i, code)
-    steady, fill, late = [], [], []
+        ring.put(START + i, code)
+    return ring
+
+
+def cpu_once(kind: str, rings: int, minutes: int, states: list[int]) -> dict[str, float]:
+    """s of CPU per put: the daemon's case (`rings` rings filled with 30 days, each one
+    minute forward, `minutes` times over), late rows (an import into the last day of a
+    filled ring, every minute already there) and a restore (30 days into an empty ring)."""
+    template = filled_ring(kind, states)
+    pool = [copy_ring(kind, template) for _ in range(rings)]
+    t0 = time.process_time()
+    for k in range(minutes):
+        minute, code = START + RING + k, states[k]
+        for ring in pool:
+            ring.put(minute, code)
+    steady = (time.process_time() - t0) / (rings * minutes)
+    t0 = time.process_time()
+    for ring in pool[:3]:
+        for late_minute in range(START + RING - 1440, START + RING):
+            ring.put(late_minute, _F)
+    late = (time.process_time() - t0) / (3 * 1440)
+    t0 = time.process_time()
+    filled_ring(kind, states)
+    fill = (time.process_time() - t0) / len(states)
+    return {"steady": steady, "late": late, "fill": fill}
+
+
+def cpu_per_put(rings: int, minutes: int, repeat: int) -> dict[str, dict[str, float]]:
+    """Medians in µs; old and new alternate, so the machine's load falls on both."""
+    states = [STATE_CODES[s] for s in month_of_states()]
+    runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     for _ in range(repeat):
-        pool = [copy_ring(kind, template) for _ in range(rings)]
-        t0 = time.process_time()
-        for k in range(minutes):
-            minute, code = START + RING + k, states[k]
-            for ring in pool:
-                ring.put(minute, code)
-        steady.append((time.process_time() - t0) / (rings * minutes))
-        t0 = time.process_time()
-        for ring in pool[:3]:
-            for late_minute in range(START + RING - 1440, START + RING):
-                ring.put(late_minute, _F)  # rejected: the minute has a row
-        late.append((time.process_time() - t0) / (3 * 1440))
-        empty = RINGS[kind]()
-        t0 = time.process_time()
-        for i, code in enumerate(states):
-            empty.put(START + i, code)
-        fill.append((time.process_time() - t0) / len(states))
+        for kind in runs:
+            runs[kind].append(cpu_once(kind, rings, minutes, states))
     return {
-        "steady": statistics.median(steady) * 1e6,
-        "fill": statistics.median(fill) * 1e6,
-        "late": statistics.median(late) * 1e6,
+        kind: {case: statistics.median(r[case] for r in got) * 1e6 for case in got[0]}
+        for kind, got in runs.items()
     }
 
 
@@ -216,10 +225,10 @@ def main() -> None:
                 flush=True,
             )
     print()
-    cpu = {kind: cpu_per_put(kind, 1000, 60, args.repeat) for kind in ("old", "new")}
+    cpu = cpu_per_put(1000, 60, args.repeat)
     print("| put | old µs | new µs | new / old |")
     print("| --- | --- | --- | --- |")
-    for case in ("steady", "fill", "late"):
+    for case in ("steady", "late", "fill"):
         old, new = cpu["old"][case], cpu["new"][case]
         print(f"| {case} | {old:.2f} | {new:.2f} | {new / old:.2f}× |")
 

@@ -106,4 +106,13 @@ def test_restore_ignores_rows_that_have_not_ended_and_counts_the_month_like_repo
         datetime.fromtimestamp(now, UTC)
     )
     assert tally.counts == {State.APPARENT_FAILURE: 2, State.AVAILABLE: 98}
+    # a reload that changes only the kind of month (calendar months from the 1st) too
+    calendar_months = ServiceCalendar(date(2026, 3, 17), "Asia/Shanghai", "calendar")
+    view.track("t", calendar_months)
+    tally = target.current_month(now)
+    assert tally is not None and tally.month == calendar_months.month_containing(
+        datetime.fromtimestamp(now, UTC)
+    )
+    assert tally.month.start.day == 1
+    assert tally.counts == {State.APPARENT_FAILURE: 2, State.AVAILABLE: 98}
     ledger.close()

@@ -188,7 +188,7 @@ class LedgerView:
         view = self.targets.get(target)
         if view is None:
             self.targets[target] = TargetView(calendar)
-        elif view.calendar.anchor != calendar.anchor or view.calendar.tz != calendar.tz:
+        elif view.calendar != calendar:  # anchor, timezone or kind of month changed
             view.calendar = calendar
             view.month = self._recount(target, view)
         self.generation += 1

@@ -23,67 +23,21 @@ import time
 import tracemalloc
 from collections import Counter
 from datetime import date
-from fractions import Fraction
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.byte_ring
 
 from prober.ledger.codes import STATE_CODES
 from prober.ledger.store import TARGET_LEVEL
-from prober.ledger.view import RING, WINDOWS, LedgerView, MinuteRing, MonthTally
+from prober.ledger.view import RING, LedgerView, MinuteRing, MonthTally
 from prober.sla import Outcome, ServiceCalendar, State
+from tests.byte_ring import ByteRing
 
 _EMPTY = 255
 _A = STATE_CODES[State.AVAILABLE]
 _F = STATE_CODES[State.APPARENT_FAILURE]
 PROBES = ("login", "send_c2c")
 START = 29_500_000  # a minute in 2026
-
-
-class ByteRing:
-    """The ring as the view kept it before: one byte a minute for 30 days."""
-
-    __slots__ = ("available", "failed", "head", "states")
-
-    def __init__(self) -> None:
-        self.states = bytearray([_EMPTY]) * RING
-        self.head: int | None = None
-        self.available = dict.fromkeys(WINDOWS, 0)
-        self.failed = dict.fromkeys(WINDOWS, 0)
-
-    def put(self, minute: int, code: int) -> None:
-        if self.head is None or minute - self.head >= RING:
-            self.states[:] = bytes([_EMPTY]) * RING
-            self.available = dict.fromkeys(WINDOWS, 0)
-            self.failed = dict.fromkeys(WINDOWS, 0)
-        elif minute <= self.head:
-            if minute > self.head - RING and self.states[minute % RING] == _EMPTY:
-                self.states[minute % RING] = code
-                self._count(minute, code)
-            return
-        else:
-            for m in range(self.head + 1, minute + 1):
-                for name, width in WINDOWS.items():
-                    old = self.states[(m - width) % RING]
-                    if old == _A:
-                        self.available[name] -= 1
-                    elif old == _F:
-                        self.failed[name] -= 1
-                self.states[m % RING] = _EMPTY
-        self.head = minute
-        self.states[minute % RING] = code
-        self._count(minute, code)
-
-    def _count(self, minute: int, code: int) -> None:
-        assert self.head is not None
-        for name, width in WINDOWS.items():
-            if minute > self.head - width:
-                if code == _A:
-                    self.available[name] += 1
-                elif code == _F:
-                    self.failed[name] += 1
-
-    def availability(self, window: str) -> Fraction | None:
-        a, f = self.available[window], self.failed[window]
-        return Fraction(a, a + f) if a + f else None
 
 
 RINGS = {"old": ByteRing, "new": MinuteRing}

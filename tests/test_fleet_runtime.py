@@ -10,9 +10,9 @@ import textwrap
 from prober.config.models import parse_config
 from prober.ledger import fleet as fleet_rows
 from prober.ledger.store import Ledger, PendingEvidence
-from prober.records import Attempt
+from prober.records import Attempt, ClosedMinute
 from prober.runtime.prober import Prober
-from prober.sla import Outcome, Reason, State
+from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
 
 from .chat_app import free_port
 from .ledger_backends import Backend
@@ -180,6 +180,30 @@ def test_a_fleet_prober_does_not_record_its_missed_minutes_as_the_fleets(backend
         assert (
             fleet_row(a.ledger, minute - 5) is None
         )  # a was down: it records nothing for the fleet
+        await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_vantage_decides_its_unclosed_minute_though_the_fleet_closed_it(
+    backend: Backend,
+) -> None:
+    async def main() -> None:
+        probers, clock = fleet(backend)
+        a = probers["a"]
+        minute = int(BASE // 60)
+        # a stored a success of `minute` and was killed; the closer wrote the fleet's row
+        success = Attempt("t", "login", BASE + 10, 0.1, Outcome.SUCCESS, vantage="a")
+        a.ledger.store_evidence(PendingEvidence("a", [success], seen_at=BASE + 10))
+        ok = Verdict(State.AVAILABLE)
+        a.ledger.write_minutes(
+            [ClosedMinute("t", minute, ok, OutcomeCounts(1), {"login": (ok, OutcomeCounts(1))})]
+        )
+        clock.now = (minute + 2) * 60 + 5  # a is back two minutes later
+        await start(a)
+        await a.clockwork.close_due()
+        mine = fleet_rows.vantages_of_minutes(a.ledger, "t", minute, minute + 2)
+        assert [(v.vantage, v.verdict.state) for v in mine[minute]] == [("a", State.AVAILABLE)]
         await a.stop()
 
     asyncio.run(main())

@@ -523,10 +523,14 @@ class Ledger:
             ).fetchall()
         return [_attempt(row) for row in rows]
 
-    def unclosed_evidence(self, vantage: str, current: int) -> Evidence:
+    def unclosed_evidence(
+        self, vantage: str, current: int, *, as_vantage: bool = False
+    ) -> Evidence:
         """What this vantage stored for minutes that never closed (the process crashed, was
         killed, or restarts inside a minute), up to `current`: looked for after the minute
-        it last closed, at most RECOVERY_MINUTES back (15 when it never closed one)."""
+        it last closed, at most RECOVERY_MINUTES back (15 when it never closed one). A
+        minute is closed when it has its row: the target's (one prober), or in a fleet
+        (`as_vantage`) this vantage's own — the fleet's row may already be there."""
         with self._lock:
             row = self._db.execute(
                 "SELECT closed_through FROM vantages WHERE name = ?", (vantage,)
@@ -534,13 +538,19 @@ class Ledger:
             closed_through = row[0] if row is not None else -1
             since = current - (RECOVERY_MINUTES if closed_through >= 0 else 15)
             since = max(since, closed_through + 1)
+            closed_rows = (
+                "LEFT JOIN vantage_minutes m ON m.series_id = t.id AND m.minute = a.minute "
+                "AND m.vantage = a.vantage "
+                if as_vantage
+                else "LEFT JOIN minutes m ON m.series_id = t.id AND m.minute = a.minute "
+            )
             rows = self._db.execute(
                 f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a "
                 "JOIN series s ON s.id = a.series_id "
                 "LEFT JOIN series t ON t.target = s.target AND t.probe = '' "
-                "LEFT JOIN minutes m ON m.series_id = t.id AND m.minute = a.minute "
-                "WHERE a.vantage = ? AND a.minute >= ? AND a.minute <= ? AND m.minute IS NULL "
-                "ORDER BY a.started_at, a.id",
+                + closed_rows
+                + "WHERE a.vantage = ? AND a.minute >= ? AND a.minute <= ? "
+                "AND m.minute IS NULL ORDER BY a.started_at, a.id",
                 (vantage, since, current),
             ).fetchall()
             rounds = self._db.execute(

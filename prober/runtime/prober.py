@@ -10,6 +10,7 @@ exposition) are handed in by the daemon; nothing here knows how they are shown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC
@@ -171,7 +172,12 @@ class Prober:
         before it that have no row are recorded as missed."""
         try:
             found = await asyncio.to_thread(
-                self.ledger.unclosed_evidence, self.config_file.vantage, current
+                functools.partial(
+                    self.ledger.unclosed_evidence,
+                    self.config_file.vantage,
+                    current,
+                    as_vantage=self.in_fleet,
+                )
             )
         except WRITE_ERRORS as exc:  # an unreadable ledger: /readyz and the writer say so
             event(logging.WARNING, "could not read unclosed attempts", error=str(exc))

@@ -326,3 +326,25 @@ def test_a_network_round_stored_before_a_restart_still_excuses_the_minutes_failu
         await prober.stop()
 
     asyncio.run(main())
+
+
+def test_a_planning_job_that_missed_a_minute_plans_the_rest_of_the_current_one(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, _ = make(tmp_path)
+        await prober.start()
+        minute = int(BASE // 60)
+        assert prober.clockwork.planned_through == minute
+        for timer in prober.clockwork.timers:
+            timer.cancel()
+        prober.clockwork.timers.clear()
+        # :50 of `minute` passed unplanned (a stalled loop); attempts keep a second off each
+        # edge of their slot, so minute + 1's one attempt is still ahead at :00.5
+        clock.now = (minute + 1) * 60 + 0.5
+        await prober.clockwork.plan_next()
+        assert prober.clockwork.planned_through == minute + 2
+        assert len(prober.clockwork.timers) == 2  # minute + 1's attempt and minute + 2's
+        await prober.stop()
+
+    asyncio.run(main())

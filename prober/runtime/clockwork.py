@@ -76,9 +76,14 @@ class Clockwork:
                 note="minutes without attempts become no_data; attempts for closed minutes "
                 "are discarded and counted",
             )
-        minute = int(self.clock.wall() // 60) + 1
+        now = self.clock.wall()
+        minute = int(now // 60) + 1
         if minute <= self.planned_through:
             return
+        if self.planned_through < minute - 1:
+            # The job missed a minute (the loop was held up past its grace): the rest of the
+            # minute it is now is planned too, not left without attempts.
+            self.plan(minute - 1, after=now)
         self.planned_through = minute
         runtimes = self.targets.all()
         # In chunks, so attempts due now are not held up by planning thousands of others.

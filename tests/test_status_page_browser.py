@@ -259,6 +259,11 @@ def test_the_evidence_download_unpacks_and_its_sums_verify(site, tmp_path) -> No
 
 
 def test_a_hostile_targets_detail_is_shown_as_text(site) -> None:
+    # its first failed minute must have closed (a loaded machine closes minutes later)
+    deadline = time.time() + 120
+    while json.loads(site["daemon"].get("/api/v1/targets/hostile")[1]).get("incident_count", 0) < 1:
+        assert time.time() < deadline, "no closed failed minute of the hostile target"
+        time.sleep(1)
     page = page_of(site, "/targets/hostile")
     page.get_by_role("link", name=re.compile("first minute")).first.click()
     page.wait_for_selector("table.attempts")

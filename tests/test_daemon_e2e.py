@@ -1,6 +1,6 @@
 """The real daemon over real minutes against a real local chat service.
 
-One daemon run is shared by every assertion (about seven real minutes in all):
+One daemon run is shared by every assertion (about eight real minutes in all):
 
   M0  the service works                      → available
   M1  every attempt gets 503                 → apparent_failure
@@ -10,7 +10,9 @@ One daemon run is shared by every assertion (about seven real minutes in all):
                                                stop (stored as they ended): available when
                                                one was made, else no_data / prober_down
   M4  the daemon was down                    → no_data / prober_down
-  M5  the service works again                → available; counters continued, never reset
+  M5  started again 5 s in (a loaded machine may take seconds more): attempts before the
+      start are missed                       → available, or no_data / prober_down
+  M6  the service works                      → available; counters continued, never reset
 
 A second target that never answers (every attempt times out) runs throughout and must not
 disturb the first; an `external` target runs a real command every minute.
@@ -109,7 +111,7 @@ def run(tmp_path_factory):
     observed["stop_code"] = daemon.stop()
     wait_until((m0 + 5) * 60 + 5)
     daemon.start()
-    wait_until((m0 + 6) * 60 + CLOSED)  # M5 has closed
+    wait_until((m0 + 7) * 60 + CLOSED)  # M6, the first whole minute after the start, closed
     observed["metrics_after_restart"] = daemon.metrics()
     observed["reload"] = daemon.post("/-/reload")
     observed["final_code"] = daemon.stop()
@@ -132,16 +134,17 @@ def test_minutes_are_decided_as_the_sla_says(run) -> None:
     # the minute of the stop: its attempts before the stop were stored and taken back
     assert rows[m0 + 3] in {("available", ""), ("no_data", "prober_down")}
     assert rows[m0 + 4] == ("no_data", "prober_down")
-    assert rows[m0 + 5] == ("available", "")
+    assert rows[m0 + 5] in {("available", ""), ("no_data", "prober_down")}
+    assert rows[m0 + 6] == ("available", "")
 
 
 def test_a_dead_target_fails_alone(run) -> None:
     m0 = run["m0"]
     rows = export(run, "blackhole")
-    for minute in (m0, m0 + 1, m0 + 2, m0 + 5):
+    for minute in (m0, m0 + 1, m0 + 2, m0 + 6):
         assert rows[minute] == ("apparent_failure", "")
     script = export(run, "script")
-    assert all(script[m] == ("available", "") for m in (m0, m0 + 1, m0 + 2, m0 + 5))
+    assert all(script[m] == ("available", "") for m in (m0, m0 + 1, m0 + 2, m0 + 6))
 
 
 def test_metrics_agree_with_the_ledger_and_continue_across_restart(run) -> None:
@@ -168,7 +171,7 @@ def test_metrics_agree_with_the_ledger_and_continue_across_restart(run) -> None:
         >= attempts_before
     )
     last = sample(after, "im_last_closed_minute_timestamp_seconds", target=name)
-    assert last == (run["m0"] + 5) * 60
+    assert last == (run["m0"] + 6) * 60
     # per probe: M1 failed for both probes; in M2 the one spared request made one probe
     # available and the other failed (which one depends on the offsets)
     per_probe_failed = sum(

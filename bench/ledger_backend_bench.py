@@ -488,7 +488,7 @@ def real_ledger(
     cluster: PostgresCluster, folder: Path, targets: int, per_target: int, repeats: int
 ) -> list:
     """The ledger itself (store.py on each backend): a minute's attempts stored as they end
-    (`write_attempts`), then its closing batch (`write_minutes`: a target row and two probe
+    (`store_evidence`), then its closing batch (`write_minutes`: a target row and two probe
     rows per target, the vantage's heartbeat, the totals). Medians of wall and client CPU."""
     from prober.ledger.store import Ledger, PendingEvidence
     from prober.records import Attempt, ClosedMinute
@@ -522,7 +522,7 @@ def real_ledger(
         for i in range(repeats + 1):
             closed, attempts = minute_of(BASE_MINUTE + i)
             w, c = time.perf_counter(), time.process_time()
-            ledger.write_attempts(attempts)
+            ledger.store_evidence(PendingEvidence("bench", attempts, [], time.time()))
             w2, c2 = time.perf_counter(), time.process_time()
             ledger.write_minutes(closed, PendingEvidence("bench", [], [], time.time()))
             w3, c3 = time.perf_counter(), time.process_time()
@@ -608,7 +608,7 @@ def main() -> None:
         f"\nthe ledger itself, a minute of {args.targets} targets x {args.attempts} attempts: "
         "ms wall / ms client CPU"
     )
-    print(f"{'':42} {'write_attempts':>24} {'write_minutes':>24}")
+    print(f"{'':42} {'store_evidence':>24} {'write_minutes':>24}")
     for name, store, close in ledgers:
         print(f"{name:42} {store[0]:11.1f}/{store[1]:6.1f} {close[0]:17.1f}/{close[1]:6.1f}")
 

@@ -88,7 +88,7 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(backend: Backend
         await b.clockwork.close_due()
         await a.fleet.tick()
         assert fleet_row(ledger, minute) == (State.AVAILABLE, Reason.NONE)
-        per_vantage = fleet_rows.vantages_of_minutes(ledger, "t", minute, minute + 1)[minute]
+        per_vantage = fleet_rows.verdicts_of_minute(ledger, minute)[("t", "")]
         assert {v.vantage: v.verdict.state for v in per_vantage} == {
             "a": State.APPARENT_FAILURE,
             "b": State.AVAILABLE,
@@ -202,8 +202,8 @@ def test_a_restarted_vantage_decides_its_unclosed_minute_though_the_fleet_closed
         clock.now = (minute + 2) * 60 + 5  # a is back two minutes later
         await start(a)
         await a.clockwork.close_due()
-        mine = fleet_rows.vantages_of_minutes(a.ledger, "t", minute, minute + 2)
-        assert [(v.vantage, v.verdict.state) for v in mine[minute]] == [("a", State.AVAILABLE)]
+        mine = fleet_rows.verdicts_of_minute(a.ledger, minute)[("t", "")]
+        assert [(v.vantage, v.verdict.state) for v in mine] == [("a", State.AVAILABLE)]
         await a.stop()
 
     asyncio.run(main())

@@ -236,13 +236,19 @@ def test_attempts_stored_before_their_minute_come_back_for_their_vantage_only(
     mine = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.SUCCESS, vantage="here")
     other = Attempt("a", "login", M0 * 60 + 6, 0.1, Outcome.FAILURE, "connect", vantage="there")
     later = Attempt("a", "login", (M0 + 1) * 60 + 5, 0.1, Outcome.FAILURE, vantage="here")
-    ledger.write_attempts([mine, other, later], [NetworkRound("here", M0, False)])
-    found = ledger.vantage_evidence("here", M0, M0 + 1)
-    assert found.attempts == [mine]
-    assert found.rounds == [NetworkRound("here", M0, False)]
-    assert ledger.vantage_evidence("here", M0, M0 + 2).attempts == [mine, later]
+    round_ = NetworkRound("here", M0, False)
+    ledger.store_evidence(PendingEvidence("here", [mine, other, later], [round_], M0 * 60 + 70))
+    found = ledger.unclosed_evidence("here", M0)
+    assert found.attempts == [mine] and found.rounds == [round_]
+    assert ledger.unclosed_evidence("here", M0 + 1).attempts == [mine, later]
     # totals count the attempts of closed minutes, once each: none is closed yet
     assert ledger.attempt_totals() == {}
+    # once M0 has its row, only the later minute's attempt is left to take back
+    ok = Verdict(State.AVAILABLE)
+    ledger.write_minutes(
+        [ClosedMinute("a", M0, ok, OutcomeCounts(1), {"login": (ok, OutcomeCounts(1))})]
+    )
+    assert ledger.unclosed_evidence("here", M0 + 1).attempts == [later]
 
 
 def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prober_faults(
@@ -251,7 +257,8 @@ def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prob
     ledger = backend.open()
     stored = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="v")
     elsewhere = Attempt("a", "login", M0 * 60 + 5, 0.1, Outcome.FAILURE, "connect", vantage="w")
-    ledger.write_attempts([stored, elsewhere])
+    for attempt in (stored, elsewhere):
+        ledger.store_evidence(PendingEvidence(attempt.vantage, [attempt], seen_at=M0 * 60 + 6))
     unstored = Attempt("a", "login", M0 * 60 + 35, 0.1, Outcome.FAILURE, "timeout", vantage="v")
     down = Verdict(State.NO_DATA, Reason.PROBER_NETWORK)
     decided = [replace(a, outcome=Outcome.PROBER_FAULT) for a in (stored, unstored)]
@@ -274,7 +281,13 @@ def test_a_minute_whose_network_check_failed_turns_its_stored_failures_into_prob
     ]
     # the minute's own attempts, as decided (w's minute is not closed: not counted yet)
     assert ledger.attempt_totals() == {("a", "login"): {Outcome.PROBER_FAULT: 2}}
-    assert ledger.vantage_evidence("v", M0, M0 + 1).rounds == [NetworkRound("v", M0, True)]
+    # the round was stored with the minute, and the minute is closed: nothing to take back
+    db = backend.raw()
+    assert db.execute("SELECT vantage, minute, all_failed FROM network_rounds").fetchall() == [
+        ("v", M0, 1)
+    ]
+    db.close()
+    assert ledger.unclosed_evidence("v", M0 + 1).rounds == []
 
 
 def test_newer_schema_is_refused(backend: Backend) -> None:
@@ -359,7 +372,9 @@ def test_a_ledger_opened_read_only_reads_and_never_writes(backend: Backend) -> N
         with pytest.raises(LedgerError, match="opened read-only"):
             reader.record_gap("a", [], M0 + 1, M0 + 5)
         with pytest.raises(LedgerError, match="opened read-only"):
-            reader.write_attempts([Attempt("a", "login", M0 * 60 + 70, 0.1, Outcome.SUCCESS)])
+            reader.store_evidence(
+                PendingEvidence("v", [Attempt("a", "login", M0 * 60 + 70, 0.1, Outcome.SUCCESS)])
+            )
     assert backend.snapshot() == before
     if not backend.is_postgres:
         assert sorted(os.listdir(backend.folder)) == ["l.sqlite3"]  # no -wal/-shm left behind

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..records import ClosedMinute
-from ..sla import Outcome, OutcomeCounts, State, Verdict
+from ..sla import Outcome, OutcomeCounts, Verdict
 from .codes import OUTCOME_CODES, REASON_CODES, REASONS_BY_CODE, STATE_CODES, STATES_BY_CODE
 from .sqlite_file import SqliteFile
 from .store import Ledger, PendingEvidence
@@ -141,41 +141,16 @@ def verdicts_of_minute(ledger: Ledger, minute: int) -> dict[tuple[str, str], lis
     return found
 
 
-def vantage_totals(ledger: Ledger, vantage: str) -> dict[tuple[str, str], dict[State, int]]:
-    """Running totals of one vantage's verdicts per (target, probe)."""
+def vantage_totals(ledger: Ledger, vantage: str) -> Counter[tuple[str, str]]:
+    """One vantage's target-level verdicts so far, per (target, state): the running totals
+    its counter restarts from, so a restart is not a counter reset."""
     with ledger._lock:
         rows = ledger._db.execute(
-            "SELECT s.target, s.probe, v.state, v.count FROM vantage_totals v "
-            "JOIN series s ON s.id = v.series_id WHERE v.vantage = ?",
+            "SELECT s.target, v.state, v.count FROM vantage_totals v "
+            "JOIN series s ON s.id = v.series_id WHERE v.vantage = ? AND s.probe = ''",
             (vantage,),
         ).fetchall()
-    out: dict[tuple[str, str], dict[State, int]] = {}
-    for target, probe, state, count in rows:
-        out.setdefault((target, probe), {})[STATES_BY_CODE[state]] = count
-    return out
-
-
-def vantages_of_minutes(
-    ledger: Ledger, target: str, start: int, end: int
-) -> dict[int, list[VantageVerdict]]:
-    """Each vantage's target-level verdict of the target's minutes [start, end), for
-    reports and evidence: which vantages saw a failed minute."""
-    with ledger._lock:
-        rows = ledger._db.execute(
-            "SELECT v.minute, v.vantage, v.state, v.reason, v.success, v.failure, "
-            "v.client_error, v.throttled, v.prober_fault FROM vantage_minutes v "
-            "JOIN series s ON s.id = v.series_id WHERE s.target = ? AND s.probe = '' "
-            "AND v.minute >= ? AND v.minute < ? ORDER BY v.minute, v.vantage",
-            (target, start, end),
-        ).fetchall()
-    found: dict[int, list[VantageVerdict]] = {}
-    for minute, vantage, state, reason, *counts in rows:
-        verdict = Verdict(STATES_BY_CODE[state], REASONS_BY_CODE[reason])
-        found.setdefault(minute, []).append(
-            VantageVerdict(vantage, verdict, OutcomeCounts(*counts))
-        )
-    return found
-
+    return Counter({(t, STATES_BY_CODE[state].value): n for t, state, n in rows})
 
 def failing_vantages(ledger: Ledger, target: str, start: int, end: int) -> list[str]:
     """The vantages that saw the target fail in minutes [start, end), from the attempts

@@ -226,13 +226,6 @@ class Ledger:
     def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
-    def write_attempts(
-        self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound] = ()
-    ) -> None:
-        """Store finished attempts (and network-check rounds) before their minute closes."""
-        with self._transaction() as tx:
-            tx.insert_pending(attempts, rounds)
-
     def store_evidence(self, evidence: PendingEvidence) -> None:
         """Store a vantage's finished attempts and rounds, and its heartbeat."""
         with self._transaction() as tx:
@@ -557,27 +550,6 @@ class Ledger:
                 "SELECT vantage, minute, all_failed FROM network_rounds "
                 "WHERE vantage = ? AND minute >= ? AND minute <= ?",
                 (vantage, since, current),
-            ).fetchall()
-        return Evidence(
-            [_attempt(row) for row in rows],
-            [NetworkRound(v, m, bool(f)) for v, m, f in rounds],
-        )
-
-    def vantage_evidence(self, vantage: str, start: int, end: int) -> Evidence:
-        """A vantage's attempts (every target) and network rounds of minutes [start, end):
-        what a restarted prober merges into the minutes it has not closed yet."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a "
-                "JOIN series s ON s.id = a.series_id "
-                "WHERE a.vantage = ? AND a.minute >= ? AND a.minute < ? "
-                "ORDER BY a.started_at, a.id",
-                (vantage, start, end),
-            ).fetchall()
-            rounds = self._db.execute(
-                "SELECT vantage, minute, all_failed FROM network_rounds "
-                "WHERE vantage = ? AND minute >= ? AND minute < ?",
-                (vantage, start, end),
             ).fetchall()
         return Evidence(
             [_attempt(row) for row in rows],

@@ -28,6 +28,7 @@ from ..config.models import (
     TargetBase,
     restart_only_changes,
 )
+from ..ledger import fleet as fleet_rows
 from ..ledger.opening import display_location
 from ..ledger.store import Ledger
 from ..ledger.view import LedgerView
@@ -130,6 +131,9 @@ class Prober:
         await self.writer.warn_of_future_rows(current)
         first_open = await self._take_back_unclosed(current)
         if self.in_fleet:
+            self.stats.vantage_verdicts = await asyncio.to_thread(
+                fleet_rows.vantage_totals, self.ledger, self.config_file.vantage
+            )
             # Alive from now on: the fleet closer waits for this vantage's minutes.
             await self.writer.store_evidence(beat=True)
         else:  # in a fleet, the closer decides the minutes nobody observed

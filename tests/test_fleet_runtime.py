@@ -97,6 +97,11 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(backend: Backend
         assert a.stats.vantage_verdicts[("t", "apparent_failure")] == 1
         assert b.stats.vantage_verdicts[("t", "available")] == 1
         assert a.view.verdicts[("t", "")][State.AVAILABLE] == 1  # the closer shows the fleet
+        # a restarted vantage's counter goes on from the ledger's totals, not from 0
+        again = Prober(a.config_file, backend.open("ledger"), clock=clock, fleet=True)
+        await start(again)
+        assert again.stats.vantage_verdicts[("t", "apparent_failure")] == 1
+        await again.stop()
         for p in (a, b):
             await p.stop()
 

@@ -330,7 +330,7 @@ class Exposition:
             header(
                 "im_vantage_minute_verdicts_total",
                 "counter",
-                "Minutes this prober decided as a vantage, by verdict (this process's count).",
+                "Minutes this prober decided as a vantage, by verdict (from the ledger).",
                 om,
             ),
         ]

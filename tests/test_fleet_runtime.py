@@ -97,6 +97,10 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(backend: Backend
         assert a.stats.vantage_verdicts[("t", "apparent_failure")] == 1
         assert b.stats.vantage_verdicts[("t", "available")] == 1
         assert a.view.verdicts[("t", "")][State.AVAILABLE] == 1  # the closer shows the fleet
+        # ... and both vantages' attempts, as the ledger's totals count them
+        counted = {k: {o: n for o, n in c.items() if n} for k, c in a.view.attempts.items()}
+        assert counted == {k: dict(v) for k, v in ledger.attempt_totals().items()}
+        assert counted[("t", "login")] == {Outcome.FAILURE: 1, Outcome.SUCCESS: 1}
         # a restarted vantage's counter goes on from the ledger's totals, not from 0
         again = Prober(a.config_file, backend.open("ledger"), clock=clock, fleet=True)
         await start(again)

@@ -79,8 +79,9 @@ def write_vantage_minutes(
                     first = False
                 totals[(sid, STATE_CODES[verdict.state])] += 1
             else:
-                for attempt in item.attempts:
-                    tx.count_attempt(ledger._series_id(item.target, attempt.probe), attempt)
+                # Attempt totals count the fleet's minutes (their summed counts, written
+                # once by the closer), not each vantage's, so they count no attempt twice
+                # and agree with the closer's view.
                 if item.network_failed and item.minute not in moved:
                     moved.add(item.minute)
                     tx.reclassify_network_failures(item.minute, vantage)
@@ -151,6 +152,7 @@ def vantage_totals(ledger: Ledger, vantage: str) -> Counter[tuple[str, str]]:
             (vantage,),
         ).fetchall()
     return Counter({(t, STATES_BY_CODE[state].value): n for t, state, n in rows})
+
 
 def failing_vantages(ledger: Ledger, target: str, start: int, end: int) -> list[str]:
     """The vantages that saw the target fail in minutes [start, end), from the attempts

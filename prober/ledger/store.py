@@ -260,9 +260,11 @@ class Ledger:
                 new.discard((sid, item.minute))  # the same minute twice in a batch: once
                 written.append(item)
                 for probe, (verdict, counts) in item.probes.items():
-                    probe_rows.append(
-                        (self._series_id(item.target, probe), item.minute, verdict, counts)
-                    )
+                    psid = self._series_id(item.target, probe)
+                    probe_rows.append((psid, item.minute, verdict, counts))
+                    if not item.attempts:
+                        # a fleet's minute: its vantages' summed counts are its attempts
+                        tx.count_outcomes(psid, counts)
                 for attempt in item.attempts:
                     asid = self._series_id(item.target, attempt.probe)
                     if pending is None:
@@ -688,6 +690,12 @@ class _Transaction:
         """Attempt totals count the attempts of closed minutes, with the outcome the verdict
         used: stored earlier or not, merged from two processes or not, each counts once."""
         self._outcomes[(sid, OUTCOME_CODES[attempt.outcome])] += 1
+
+    def count_outcomes(self, sid: int, counts: OutcomeCounts) -> None:
+        for outcome in Outcome:
+            n = getattr(counts, outcome.value)
+            if n:
+                self._outcomes[(sid, OUTCOME_CODES[outcome])] += n
 
     def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
         series_id = self._ledger._series_id

@@ -214,8 +214,14 @@ class LedgerView:
             self.verdicts.setdefault((item.target, TARGET_LEVEL), Counter())[
                 item.verdict.state
             ] += 1
-            for probe, (verdict, _counts) in item.probes.items():
+            for probe, (verdict, counts) in item.probes.items():
                 self.verdicts.setdefault((item.target, probe), Counter())[verdict.state] += 1
+                if not item.attempts:
+                    # A fleet's minute, decided over its vantages' verdicts: their summed
+                    # per-probe counts are its attempts (the ledger's totals count the same).
+                    tally = self.attempts.setdefault((item.target, probe), Counter())
+                    for outcome in Outcome:
+                        tally[outcome] += getattr(counts, outcome.value)
             for attempt in item.attempts:
                 self.attempts.setdefault((item.target, attempt.probe), Counter())[
                     attempt.outcome

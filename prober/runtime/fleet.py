@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from .. import sla
@@ -102,21 +101,16 @@ class FleetCloser:
         if not self.leading:
             return
         seen = await asyncio.to_thread(fleet_rows.vantages, self.ledger)
-        closed_any = False
         while self._closable(self.next_close, now, seen):
             minute = self.next_close
             rows = await asyncio.to_thread(fleet_rows.verdicts_of_minute, self.ledger, minute)
             decided = self.decide(minute, rows)
             written = await asyncio.to_thread(self.ledger.write_minutes, decided)
+            # The fleet's minutes carry the vantages' summed counts: attempt totals, in the
+            # ledger and in the view, count those (a vantage row written after the deadline
+            # is kept as evidence but counts nowhere, like an attempt after its minute).
             self.view.apply(written)
             self.next_close += 1
-            closed_any = True
-        if closed_any:
-            # Attempts are counted as each vantage closes its minutes; the fleet's figures
-            # show them all.
-            totals = await asyncio.to_thread(self.ledger.attempt_totals)
-            self.view.attempts = {k: Counter(v) for k, v in totals.items()}
-            self.view.generation += 1
 
     def decide(
         self, minute: int, rows: dict[tuple[str, str], list[fleet_rows.VantageVerdict]]

@@ -41,6 +41,14 @@ def make(
     return Prober(config, ledger, clock=clock), clock, ledger
 
 
+async def attempt_now(prober: Prober, clock: FakeClock, minute: int) -> None:
+    """One attempt of t's login at the fake clock's time, through the clockwork (the
+    target's port is closed: it fails)."""
+    planned = Planned(clock.now, "t", "login", 1.0, 60.0)
+    prober.clockwork.book.started(minute)
+    await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
+
+
 def rows(ledger: Ledger) -> dict[int, tuple[State, Reason]]:
     return {r.minute: (r.state, r.reason) for r in ledger.minute_rows("t") if r.probe == ""}
 
@@ -87,9 +95,7 @@ def test_attempt_for_a_closed_minute_is_discarded_and_counted(tmp_path: Path) ->
         assert prober.clockwork.next_close == start + 2
         # the wall clock steps back into the closed minute; an attempt started there is late
         clock.now = start * 60 + 30
-        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.clockwork.book.started(start)
-        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
+        await attempt_now(prober, clock, start)
         assert prober.stats.discarded_attempts == 1
         assert rows(ledger)[start] == (State.NO_DATA, Reason.PROBER_DOWN)
         await prober.stop()
@@ -102,11 +108,7 @@ def test_failed_network_check_excludes_the_minute(tmp_path: Path) -> None:
         prober, clock, ledger = make(tmp_path, network=True)
         await prober.start()
         minute = int(BASE // 60)
-        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.clockwork.book.started(minute)
-        await prober.clockwork.attempt(
-            planned, prober.targets.current("t").adapter
-        )  # refused: a failure
+        await attempt_now(prober, clock, minute)  # refused: a failure
         assert prober.netcheck is not None
         await prober.netcheck.round_into(minute, prober.clockwork.book, prober.stats)
         assert prober.stats.network_up == 0
@@ -223,9 +225,7 @@ def test_a_finished_attempt_is_stored_with_its_vantage_at_the_next_tick(tmp_path
         prober, clock, ledger = make(tmp_path)
         await prober.start()
         minute = int(BASE // 60)
-        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.clockwork.book.started(minute)
-        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)
+        await attempt_now(prober, clock, minute)
         assert ledger.attempts_in("t", minute, minute + 1) == []  # not yet: batched
         await prober.clockwork._tick()
         [stored] = ledger.attempts_in("t", minute, minute + 1)
@@ -259,9 +259,7 @@ def test_a_restart_inside_a_minute_decides_it_over_both_processes_attempts(
         earlier_process_stored(ledger, "other", elsewhere)  # not this vantage's to take
         clock.now = minute * 60 + 30  # restarted within the same minute
         await prober.start()
-        planned = Planned(clock.now, "t", "login", 1.0, 60.0)
-        prober.clockwork.book.started(minute)
-        await prober.clockwork.attempt(planned, prober.targets.current("t").adapter)  # fails
+        await attempt_now(prober, clock, minute)  # fails
         clock.now = (minute + 1) * 60 + 10
         await prober.clockwork.close_due()
         assert rows(ledger)[minute] == (State.AVAILABLE, Reason.NONE)

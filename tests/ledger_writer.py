@@ -10,9 +10,21 @@ import sys
 
 from prober.ledger.store import Ledger
 from prober.records import Attempt, ClosedMinute
-from prober.sla import Outcome, OutcomeCounts, decide, decide_target
+from prober.runtime.book import MinuteBook, TargetRules
+from prober.sla import Outcome, Policy
 
 PROBES = ("login", "send_c2c")
+
+
+def decided(
+    target: str, minute: int, probes: tuple[str, ...], attempts: list[Attempt]
+) -> ClosedMinute:
+    """The minute as the daemon's minute book decides it over these attempts (sla policy,
+    no maintenance, no network check)."""
+    book = MinuteBook()
+    book.attempts[(target, minute)] = list(attempts)
+    [closed] = book.decide(minute, [TargetRules(target, probes, Policy.SLA, ())])
+    return closed
 
 
 def closed_minute(target: str, minute: int, rng: random.Random) -> ClosedMinute:
@@ -33,15 +45,7 @@ def closed_minute(target: str, minute: int, rng: random.Random) -> ClosedMinute:
                     "x" * 50,
                 )
             )
-    per_probe = {p: OutcomeCounts.of([a.outcome for a in attempts if a.probe == p]) for p in PROBES}
-    return ClosedMinute(
-        target=target,
-        minute=minute,
-        verdict=decide_target(per_probe),
-        counts=OutcomeCounts.of([a.outcome for a in attempts]),
-        probes={p: (decide(c), c) for p, c in per_probe.items()},
-        attempts=attempts,
-    )
+    return decided(target, minute, PROBES, attempts)
 
 
 def main() -> None:

@@ -15,13 +15,12 @@ from prober.ledger.store import Ledger, MinuteRow
 from prober.records import Attempt, ClosedMinute
 from prober.sla import (
     Outcome,
-    OutcomeCounts,
     Reason,
     ServiceCalendar,
     State,
-    decide,
-    decide_target,
 )
+
+from .ledger_writer import decided
 
 HOSTILE_DETAIL = "<script>alert(1)</script><img src=x onerror=alert(2)> & 'quoted'"
 TIMEZONE = "Asia/Shanghai"
@@ -71,15 +70,7 @@ def _closed(target: str, probes: tuple[str, ...], minute: int, rng: random.Rando
                 HOSTILE_DETAIL if i == 0 else "HTTP 503 from /send",
             )
         )
-    per_probe = {p: OutcomeCounts.of([a.outcome for a in attempts if a.probe == p]) for p in probes}
-    return ClosedMinute(
-        target=target,
-        minute=minute,
-        verdict=decide_target(per_probe),
-        counts=OutcomeCounts.of([a.outcome for a in attempts]),
-        probes={p: (decide(c), c) for p, c in per_probe.items()},
-        attempts=attempts,
-    )
+    return decided(target, minute, tuple(probes), attempts)
 
 
 def _successes(
@@ -89,15 +80,7 @@ def _successes(
         Attempt(target, p, minute * 60 + 3 + i * 13, 0.04 + rng.random() * 0.12, Outcome.SUCCESS)
         for i, p in enumerate(probes)
     ]
-    per_probe = {p: OutcomeCounts.of([a.outcome for a in attempts if a.probe == p]) for p in probes}
-    return ClosedMinute(
-        target=target,
-        minute=minute,
-        verdict=decide_target(per_probe),
-        counts=OutcomeCounts.of([a.outcome for a in attempts]),
-        probes={p: (decide(c), c) for p, c in per_probe.items()},
-        attempts=attempts,
-    )
+    return decided(target, minute, tuple(probes), attempts)
 
 
 def write_history(

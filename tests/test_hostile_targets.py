@@ -112,11 +112,13 @@ def test_every_hostile_response_at_once_beside_a_healthy_target(hostile: Hostile
         for kind in TLS_CASES:
             outcome, elapsed = hostile_results[kind]
             assert outcome == (Outcome.FAILURE, "tls"), kind
-            assert elapsed < 1.0, kind
+            assert elapsed < TIMEOUT * 0.9, kind  # failed at the handshake, not timed out
         # The healthy target beside them: every attempt succeeded, promptly.
         assert len(healthy_results) >= 5
         assert all(o == (Outcome.SUCCESS, "") for o, _ in healthy_results), healthy_results
-        assert max(e for _, e in healthy_results) < 1.0  # loopback: ~5 ms unloaded
+        # never held up to the timeout by its neighbours (loopback: ~5 ms unloaded; a fully
+        # loaded CI machine measured 1.3 s)
+        assert max(e for _, e in healthy_results) < TIMEOUT * 0.9
     # Bounded: a 1 GiB compression bomb, an endless body and 2 MB of headers, three times
     # over, cost far less than any of them would if read whole.
     print(f"hostile rounds: peak traced memory {peak / 2**20:.1f} MiB")

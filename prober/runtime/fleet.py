@@ -22,6 +22,7 @@ from ..records import ClosedMinute
 from ..sla import OutcomeCounts, minute_iso
 from ..stats import RuntimeStats
 from .clock import Clock
+from .writer import WRITE_ERRORS
 
 ALIVE_WITHIN = 15.0  # seconds since a vantage's last heartbeat that it still counts as alive
 LEAD_RETRY = 2.0  # seconds between tries for the lease by a prober that is not the closer
@@ -50,7 +51,23 @@ class FleetCloser:
         self.leading = False
         self.next_close = 0  # the first fleet minute not closed yet (while leading)
         self._last_try = float("-inf")
+        self._ticking: asyncio.Task[None] | None = None
         self.stats.fleet_closer = 0
+
+    async def second(self) -> None:
+        """The scheduler's job each second: one tick at a time, in a task of its own (a slow
+        ledger never holds up the scheduler); its trouble is logged, never fatal."""
+        if self._ticking is not None and not self._ticking.done():
+            return
+        self._ticking = asyncio.get_running_loop().create_task(self._guarded_tick())
+
+    async def _guarded_tick(self) -> None:
+        try:
+            await self.tick()
+        except WRITE_ERRORS as exc:
+            self.leading = False  # take over afresh once the ledger answers
+            self.stats.fleet_closer = 0
+            event(logging.WARNING, "fleet closing failed; trying again", error=str(exc))
 
     async def tick(self) -> None:
         now = self.clock.wall()

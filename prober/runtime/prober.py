@@ -89,7 +89,6 @@ class Prober:
         )
         self.scheduler: AsyncIOScheduler | None = None
         self.fleet: FleetCloser | None = None
-        self._fleet_task: asyncio.Task[None] | None = None
         self.stats.vantage = config_file.vantage
         if self.in_fleet:
             self.fleet = FleetCloser(
@@ -156,7 +155,7 @@ class Prober:
         scheduler.add_job(clockwork.tick, every_second, id="close", misfire_grace_time=5)
         scheduler.add_job(self._prune, IntervalTrigger(hours=1), id="retention")
         if self.fleet is not None:
-            scheduler.add_job(self._fleet_tick, every_second, id="fleet", misfire_grace_time=5)
+            scheduler.add_job(self.fleet.second, every_second, id="fleet", misfire_grace_time=5)
         scheduler.start()
         self.scheduler = scheduler
         # The cron job fires only at :50 from now on: plan what the time spent above passed.
@@ -202,23 +201,6 @@ class Prober:
     def probed(self, config_file: ConfigFile) -> list[TargetBase]:
         """The targets this prober probes: all of them, or its shard's share."""
         return [t for t in config_file.config.targets if config_file.probes_target(t.name)]
-
-    async def _fleet_tick(self) -> None:
-        """The fleet closer's second, one at a time; its trouble is logged, never fatal."""
-        if self._fleet_task is not None and not self._fleet_task.done():
-            return
-        assert self.fleet is not None
-
-        async def tick() -> None:
-            assert self.fleet is not None
-            try:
-                await self.fleet.tick()
-            except WRITE_ERRORS as exc:
-                self.fleet.leading = False  # take over afresh once the ledger answers
-                self.stats.fleet_closer = 0
-                event(logging.WARNING, "fleet closing failed; trying again", error=str(exc))
-
-        self._fleet_task = asyncio.get_running_loop().create_task(tick())
 
     def _build_network_check(self) -> None:
         check = self.config.network_check

@@ -55,7 +55,7 @@ system-deps:
 # The real-time runs (a few real minutes each, mostly waiting) each keep to one worker
 # (xdist_group), each on a worker of its own: more workers than cores, as they mostly sleep.
 test: system-deps $(BIN)/.installed lint
-	$(BIN)/pytest -n 13 --dist loadgroup
+	$(BIN)/pytest -n 13 --dist loadgroup --durations=25
 
 # The comparison benchmarks also need Debian's prometheus-blackbox-exporter.
 bench: system-deps $(BIN)/.installed

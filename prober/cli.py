@@ -165,6 +165,60 @@ def cmd_ledger_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .reports.signing import generate_key_pair
+
+    private = Path(args.keyfile)
+    public_path, public = generate_key_pair(private)
+    print(f"wrote the private key to {private} (mode 0600: keep it secret, back it up)")
+    print(f"wrote the public key to {public_path} (give it to whoever checks your evidence)")
+    print(f"fingerprint {public.fingerprint}")
+    print(f"in the config:  evidence: {{signing_key: {{file: {private}}}}}")
+    return 0
+
+
+def cmd_ledger_checkpoint(args: argparse.Namespace) -> int:
+    from .reports.signing import checkpoint_of, signing_key
+    from .runtime.checkpoints import as_document, deliver_all
+
+    config = load_config(args.config, resolve_secrets=False)
+    settings = config.config.checkpoints
+    if args.out is None and settings is None:
+        raise UserError(f"{config.path}: no checkpoints.sinks configured; give --out FILE")
+    key = signing_key(config)
+    if key is None:
+        raise UserError(
+            f"{config.path}: set evidence.signing_key to sign checkpoints "
+            "(im-prober keygen KEYFILE makes a key)"
+        )
+    with _read_ledger(config) as ledger:
+        text = checkpoint_of(ledger, config, key, "manual", _now(args))
+    document = as_document(text)
+    heads = len(json.loads(text)["heads"])
+    said = f"checkpoint of {document.time.isoformat()}: {heads} chain heads, signed by " + (
+        key.public.fingerprint
+    )
+    if args.out is not None:
+        if args.out == "-":
+            sys.stdout.write(text)
+            return 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            with os.fdopen(os.open(args.out, flags, 0o644), "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise UserError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+        print(f"{said}; written to {args.out}")
+        return 0
+    assert settings is not None
+    failed = deliver_all(settings, text, config.path.parent)
+    total = len(settings.sinks)
+    print(f"{said}; delivered to {total - len(failed)} of {total} sinks")
+    for name, why in failed.items():
+        print(f"  {name}: not delivered: {why}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import run
@@ -404,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--cost", type=int, default=12, choices=range(10, 16), metavar="10..15")
 
+    sub = add(
+        "keygen",
+        cmd_keygen,
+        "make an Ed25519 key pair that signs evidence packs and checkpoints (KEYFILE, KEYFILE.pub)",
+    )
+    sub.add_argument("keyfile", metavar="KEYFILE", help="the private key's file (must not exist)")
+
     sub = add("check-config", cmd_check_config, "validate a config; print it with secrets redacted")
     with_config(sub)
     sub.add_argument("--web.config.file", dest="web_config", help="also check this web config")
@@ -459,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(func=cmd_ledger_migrate)
     with_config(sub)
+    sub = ledger_commands.add_parser(
+        "checkpoint",
+        help="a signed checkpoint of every chain's head now, to the configured sinks or --out",
+    )
+    sub.set_defaults(func=cmd_ledger_checkpoint)
+    with_config(sub)
+    sub.add_argument("--out", help="write it to this new file instead (- for stdout)")
+    with_now(sub)
     return parser
 
 

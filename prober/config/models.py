@@ -36,6 +36,7 @@ from .. import sla
 from ..adapters import REGISTRY
 from ..errors import UserError
 from . import dburl
+from .checkpoints import CheckpointsConfig, EvidenceConfig
 from .durations import format_duration
 from .fields import (
     Duration,
@@ -540,7 +541,17 @@ class Config(Strict):
     network_check: NetworkCheckConfig | None = None
     scheduler: SchedulerConfig = SchedulerConfig()
     status_page: StatusPageConfig = StatusPageConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    checkpoints: CheckpointsConfig | None = None
     targets: list[TargetConfig] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _checkpoints_signed(self) -> Config:
+        if self.checkpoints is not None and self.evidence.signing_key is None:
+            raise PlacedError(
+                "checkpoints are signed: set evidence.signing_key too", ("checkpoints",)
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -104,7 +104,7 @@ def _private_from_pem(text: str, where: str) -> SigningKey:
             f"{where}: not a PEM private key (make one with `im-prober keygen KEYFILE`)"
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise UserError(f"{where}: the key is not an Ed25519 key (make one with im-prober keygen)")
+        raise UserError(f"{where}: not an Ed25519 key (make one with `im-prober keygen KEYFILE`)")
     return SigningKey(key)
 
 

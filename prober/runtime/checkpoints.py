@@ -191,11 +191,15 @@ def _git(repo: Path, timeout: float, *args: str, check: bool = True) -> tuple[in
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         raise SinkError(f"git {args[0]} did not finish in {timeout:g}s; stopped") from None
-    text = output[-MAX_GIT_OUTPUT:].decode("utf-8", "replace").strip()
-    last = _USERINFO.sub(r"\1", redact(text.splitlines()[-1] if text else ""))[:300]
+    lines = output[-MAX_GIT_OUTPUT:].decode("utf-8", "replace").strip().splitlines()
+    # git's own complaint when there is one; its hints follow it
+    said = next(
+        (x for x in lines if x.startswith(("fatal:", "error:"))), lines[-1] if lines else ""
+    )
+    said = _USERINFO.sub(r"\1", redact(said.strip()))[:300]
     if check and process.returncode != 0:
-        raise SinkError(f"git {args[0]} failed ({process.returncode}): {last or 'no output'}")
-    return process.returncode, last
+        raise SinkError(f"git {args[0]} failed ({process.returncode}): {said or 'no output'}")
+    return process.returncode, said
 
 
 def _deliver_git(sink: GitSink, document: Document, base_dir: Path) -> None:

@@ -192,7 +192,7 @@ def cmd_ledger_checkpoint(args: argparse.Namespace) -> int:
             "(im-prober keygen KEYFILE makes a key)"
         )
     with _read_ledger(config) as ledger:
-        text = checkpoint_of(ledger, config, key, "manual", _now(args))
+        text = checkpoint_of(ledger, config, "manual", _now(args), key)
     document = as_document(text)
     heads = len(json.loads(text)["heads"])
     said = f"checkpoint of {document.time.isoformat()}: {heads} chain heads, signed by " + (

@@ -23,6 +23,8 @@ from .ledger.lock import LedgerLock, VantageLock
 from .ledger.opening import ledger_password, open_ledger
 from .ledger.view import LedgerView
 from .logs import event, flush_suppressed, loop_exception_handler
+from .reports.signing import checkpoint_of, signing_key
+from .runtime.checkpoints import CheckpointJob
 from .runtime.prober import Prober
 from .stats import RuntimeStats
 from .status.views import StatusPage
@@ -53,6 +55,7 @@ class Daemon:
             try:
                 new: ConfigFile = await asyncio.to_thread(load_config, self.config_path)
                 security = await asyncio.to_thread(load_web_config, self._web_config_path(new))
+                await asyncio.to_thread(signing_key, new)  # a bad key is refused now
                 self._adopt_tls(security)
                 await self.prober.reload(new)
                 self.security = security
@@ -98,6 +101,7 @@ class Daemon:
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         config = await asyncio.to_thread(load_config, self.config_path)
         self.security = await asyncio.to_thread(load_web_config, self._web_config_path(config))
+        await asyncio.to_thread(signing_key, config)  # a bad key stops the start, not a checkpoint
         address = self.listen_override or config.config.web.listen_address
         try:
             host, port = parse_listen_address(address)
@@ -121,6 +125,13 @@ class Daemon:
         )
         loop = asyncio.get_running_loop()
         await prober.start()
+        assert prober.scheduler is not None
+        CheckpointJob(
+            lambda: prober.config_file,
+            lambda reason, now: checkpoint_of(ledger, prober.config_file, reason, now),
+            close_delay=lambda: prober.close_delay,
+            clock=prober.clock.wall,
+        ).schedule(prober.scheduler)
         status = StatusPage(
             view,
             lambda: prober.config_file,

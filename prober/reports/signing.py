@@ -377,10 +377,22 @@ def read_checkpoint(text: str, trusted: PublicKey | None = None) -> Checkpoint:
 
 
 def checkpoint_of(
-    ledger: Ledger, config: ConfigFile, key: SigningKey, reason: str, now: datetime
+    ledger: Ledger,
+    config: ConfigFile,
+    reason: str,
+    now: datetime,
+    key: SigningKey | None = None,
 ) -> str:
-    """A signed checkpoint of every chain's head in `ledger` now."""
+    """A signed checkpoint of every chain's head in `ledger` now, signed with `key` (default:
+    the configured one)."""
     from ..ledger import chain
+
+    key = key or signing_key(config)
+    if key is None:
+        raise UserError(
+            f"{config.path}: set evidence.signing_key to sign checkpoints "
+            "(im-prober keygen KEYFILE makes a key)"
+        )
 
     heads = [
         HeadRecord(h.key.table, h.key.target, h.key.probe, h.key.vantage, h.seq, h.hash)

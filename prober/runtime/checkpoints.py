@@ -24,6 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from ..config.checkpoints import CheckpointsConfig, FileSink, GitSink, Sink, WebhookSink
 from ..config.models import ConfigFile
@@ -420,3 +422,13 @@ class CheckpointJob:
 
     async def tick(self) -> None:
         await asyncio.to_thread(self.run)
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """Every minute at :30, between the closer's work at the minute's start and the
+        planning at :50. Runs with no `checkpoints` configured too (a reload may add it)."""
+        scheduler.add_job(
+            self.tick,
+            CronTrigger(second=30, timezone=UTC),
+            id="checkpoints",
+            misfire_grace_time=30,
+        )

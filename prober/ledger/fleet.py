@@ -49,6 +49,14 @@ def write_vantage_minutes(
     vantage = pending.vantage
     with ledger._transaction() as tx:
         db = tx._db
+        tx.prepare_chains(
+            tx.pending_chains(pending.attempts, pending.rounds)
+            + [
+                ("vantage_minutes", ledger._series_id(item.target, probe), vantage)
+                for item in closed
+                for probe in ("", *item.probes)
+            ]
+        )
         tx.insert_pending(pending.attempts, pending.rounds)
         tx.heartbeat(vantage, pending.seen_at, max((c.minute for c in closed), default=None))
         moved: set[int] = set()
@@ -58,19 +66,22 @@ def write_vantage_minutes(
             first = True
             for target, probe, verdict, counts in rows:
                 sid = ledger._series_id(target, probe)
+                chain = ("vantage_minutes", sid, vantage)
+                fields = (
+                    item.minute,
+                    STATE_CODES[verdict.state],
+                    REASON_CODES[verdict.reason],
+                    *counts.as_tuple(),
+                )
                 cursor = db.execute(
-                    "INSERT INTO vantage_minutes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (
-                        sid,
-                        vantage,
-                        item.minute,
-                        STATE_CODES[verdict.state],
-                        REASON_CODES[verdict.reason],
-                        *counts.as_tuple(),
-                    ),
+                    "INSERT INTO vantage_minutes (series_id, vantage, minute, state, reason, "
+                    "success, failure, client_error, throttled, prober_fault, seq, hash, "
+                    "field_map) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (series_id, minute, vantage) DO NOTHING",
+                    (sid, vantage, *fields, *tx.link(chain, fields)),
                 )
                 if cursor.rowcount != 1:
+                    tx.unlink(chain)  # there already: only rows added advance a chain
                     if first:
                         break  # decided before (a restart): leave the minute as it was
                     continue

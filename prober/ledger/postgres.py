@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..config.dburl import display_url, url_hosts
 from ..config.secrets import redact
 from ..errors import LedgerError
+from .chain import chain_existing
+from .sqlite_file import CHAIN_EXISTING, LINK_COLUMNS, Links
 
 APPLICATION = "im-prober"
 # pg_advisory_xact_lock key of migrations: "IMPR" as a number, like SQLite's application_id.
@@ -161,8 +163,42 @@ CREATE TABLE vantages (
 )
 """
 
+_SCHEMA_V3 = (
+    "\n".join(
+        f"ALTER TABLE {table} ADD COLUMN seq bigint;\n"
+        f"ALTER TABLE {table} ADD COLUMN hash bytea;\n"
+        f"ALTER TABLE {table} ADD COLUMN field_map bytea;"
+        for table in ("minutes", "vantage_minutes", "attempts", "network_rounds")
+    )
+    + f"""
+CREATE TABLE chain_heads (
+    tbl text NOT NULL,
+    series_id integer NOT NULL,
+    vantage text NOT NULL,
+    seq bigint NOT NULL,
+    hash bytea NOT NULL,
+    PRIMARY KEY (tbl, series_id, vantage)
+);
+CREATE TABLE chain_seals (
+    tbl text NOT NULL,
+    series_id integer NOT NULL,
+    vantage text NOT NULL,
+    seq bigint NOT NULL,
+    hash bytea NOT NULL,
+    minute integer NOT NULL,
+    sealed_at double precision NOT NULL,
+    PRIMARY KEY (tbl, series_id, vantage)
+);
+{CHAIN_EXISTING};
+CREATE UNIQUE INDEX minutes_chain ON minutes (series_id, seq);
+CREATE UNIQUE INDEX vantage_minutes_chain ON vantage_minutes (series_id, vantage, seq);
+CREATE UNIQUE INDEX attempts_chain ON attempts (series_id, vantage, seq);
+CREATE UNIQUE INDEX network_rounds_chain ON network_rounds (vantage, seq)
+"""
+)
+
 # Index i upgrades a ledger from schema version i to i + 1; the same steps as SQLite's.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -214,6 +250,7 @@ class PostgresConnection:
         self._backoff = BACKOFF_FIRST
         self._retry_at = 0.0
         self._last_trouble = ""
+        self.chained: dict[str, int] | None = None  # rows chained by the migration to 3
         self._conn = self._connect()
 
     # -- the connection ------------------------------------------------------------------
@@ -364,12 +401,16 @@ class PostgresConnection:
         types: Sequence[str],
         rows: Sequence[Sequence[Any]],
         returning: str,
+        links: Links | None = None,
     ) -> list[tuple]:
         """Insert the rows that are not there yet (ON CONFLICT DO NOTHING) in one statement,
         the rows travelling as one array per column (`types`: each column's PostgreSQL
-        type); the `returning` columns of those inserted."""
+        type); the `returning` columns of those inserted. With `links`, only the rows
+        added get chain columns (see _insert_new_linked)."""
         if not rows:
             return []
+        if links is not None:
+            return self._insert_new_linked(table, columns, types, rows, returning, links)
         arrays = ", ".join(f"%s::{t}[]" for t in types)
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
@@ -386,6 +427,102 @@ class PostgresConnection:
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
         return out
+
+    def _insert_new_linked(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        returning: str,
+        links: Links,
+    ) -> list[tuple]:
+        """insert_new of chained rows: the rows not there yet are found first (their
+        chains' heads are locked, so none can appear meanwhile), then only those get their
+        chain columns and are inserted. `columns` begin with the rows' key (series_id,
+        minute)."""
+        first: dict[tuple, Sequence[Any]] = {}
+        for row in rows:
+            first.setdefault((row[0], row[1]), row)  # the same row twice: the first one
+        found: set[tuple] = set()
+        keys = list(first)
+        with self._lock:
+            conn = self._ready()
+            try:
+                for start in range(0, len(keys), INSERT_CHUNK):
+                    chunk = keys[start : start + INSERT_CHUNK]
+                    found.update(
+                        conn.execute(
+                            f"SELECT t.{columns[0]}, t.{columns[1]} FROM {table} t, "
+                            f"unnest(%s::{types[0]}[], %s::{types[1]}[]) AS k(a, b) "
+                            f"WHERE t.{columns[0]} = k.a AND t.{columns[1]} = k.b",
+                            [[k[0] for k in chunk], [k[1] for k in chunk]],
+                        ).fetchall()
+                    )
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+        new = [(*row, *links.add(row)) for key, row in first.items() if key not in found]
+        out = self.insert_new(
+            table, [*columns, *LINK_COLUMNS], [*types, "bigint", "bytea", "bytea"], new, returning
+        )
+        if len(out) != len(new):
+            raise LedgerError(f"{self.where}: {table} rows appeared while their chains were locked")
+        return out
+
+    def lock_heads(
+        self, keys: Sequence[tuple[str, int, str]], genesis_of: Callable[[tuple], bytes]
+    ) -> dict[tuple[str, int, str], tuple[int, bytes]]:
+        """The heads of these chains, locked (FOR UPDATE) until the transaction ends, so
+        two writers (an import beside the daemon, a closer taking over) can never fork a
+        chain. A chain without a head gets one at seq 0 first, so it can be locked too."""
+        keys = sorted(set(keys))  # one order for every writer: no deadlock between them
+        columns = [[k[i] for k in keys] for i in range(3)]
+        select = (
+            "SELECT h.tbl, h.series_id, h.vantage, h.seq, h.hash FROM chain_heads h, "
+            "unnest(%s::text[], %s::int[], %s::text[]) AS k(t, s, v) "
+            "WHERE h.tbl = k.t AND h.series_id = k.s AND h.vantage = k.v "
+            "ORDER BY h.tbl, h.series_id, h.vantage FOR UPDATE OF h"
+        )
+        with self._lock:
+            conn = self._ready()
+            try:
+                found = {
+                    (t, sid, v): (seq, bytes(digest))
+                    for t, sid, v, seq, digest in conn.execute(select, columns).fetchall()
+                }
+                missing = [k for k in keys if k not in found]
+                if missing:
+                    columns = [[k[i] for k in missing] for i in range(3)]
+                    conn.execute(
+                        "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
+                        "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], "
+                        "%s::bigint[], %s::bytea[]) ON CONFLICT DO NOTHING",
+                        [*columns, [0] * len(missing), [genesis_of(k) for k in missing]],
+                    )
+                    for t, sid, v, seq, digest in conn.execute(select, columns).fetchall():
+                        found[(t, sid, v)] = (seq, bytes(digest))
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+        return {k: head for k, head in found.items() if head[0] > 0}
+
+    def write_heads(self, rows: Sequence[tuple[str, int, str, int, bytes]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            conn = self._ready()
+            try:
+                conn.execute(
+                    "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
+                    "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], "
+                    "%s::bytea[]) ON CONFLICT (tbl, series_id, vantage) DO UPDATE SET "
+                    "seq = excluded.seq, hash = excluded.hash",
+                    [list(column) for column in zip(*rows, strict=True)],
+                )
+            except self._psycopg.Error as exc:
+                raise self._trouble(exc) from None
+
+    def heads_committed(self, heads: dict[tuple[str, int, str], tuple[int, bytes]]) -> None:
+        """Nothing kept: heads are read (and locked) in every transaction."""
 
     def add_counts(
         self, table: str, keys: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -481,7 +618,12 @@ class PostgresConnection:
             if version < target:
                 for step in range(version, target):
                     for statement in _split_sql(MIGRATIONS[step]):
-                        self.execute(statement)
+                        if statement == CHAIN_EXISTING:
+                            self.chained = chain_existing(
+                                self.execute, self.executemany, postgres=True
+                            )
+                        else:
+                            self.execute(statement)
                 if version == 0:
                     self.execute(
                         "INSERT INTO meta VALUES ('application', ?), ('created_by', ?)",

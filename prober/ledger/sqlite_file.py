@@ -14,13 +14,24 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import LedgerError
+from .chain import chain_existing
 
 APPLICATION_ID = 0x494D5052  # "IMPR": marks the file as an im-prober ledger
+LINK_COLUMNS = ("seq", "hash", "field_map")  # a chained row's place in its chain
+
+
+class Links(Protocol):
+    """What gives rows their chain columns as they are inserted (store.py's transaction)."""
+
+    def add(self, row: Sequence[Any]) -> tuple[int, bytes, bytes]: ...
+
+    def take_back(self, row: Sequence[Any]) -> None: ...
+
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -133,8 +144,51 @@ CREATE TABLE vantages (
 );
 """
 
+# The hash chains (chain.py): each chained row's place in its chain, its hash and field
+# map; each chain's newest row; the last row pruned from each attempt chain. The rows a
+# ledger already holds are chained where the marker stands, before the indexes that keep
+# two rows from one place.
+CHAIN_EXISTING = "-- chain the rows already here"
+_SCHEMA_V3 = f"""
+ALTER TABLE minutes ADD COLUMN seq INTEGER;
+ALTER TABLE minutes ADD COLUMN hash BLOB;
+ALTER TABLE minutes ADD COLUMN field_map BLOB;
+ALTER TABLE vantage_minutes ADD COLUMN seq INTEGER;
+ALTER TABLE vantage_minutes ADD COLUMN hash BLOB;
+ALTER TABLE vantage_minutes ADD COLUMN field_map BLOB;
+ALTER TABLE attempts ADD COLUMN seq INTEGER;
+ALTER TABLE attempts ADD COLUMN hash BLOB;
+ALTER TABLE attempts ADD COLUMN field_map BLOB;
+ALTER TABLE network_rounds ADD COLUMN seq INTEGER;
+ALTER TABLE network_rounds ADD COLUMN hash BLOB;
+ALTER TABLE network_rounds ADD COLUMN field_map BLOB;
+CREATE TABLE chain_heads (
+    tbl TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    vantage TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (tbl, series_id, vantage)
+) WITHOUT ROWID;
+CREATE TABLE chain_seals (
+    tbl TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    vantage TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    minute INTEGER NOT NULL,
+    sealed_at REAL NOT NULL,
+    PRIMARY KEY (tbl, series_id, vantage)
+) WITHOUT ROWID;
+{CHAIN_EXISTING};
+CREATE UNIQUE INDEX minutes_chain ON minutes (series_id, seq);
+CREATE UNIQUE INDEX vantage_minutes_chain ON vantage_minutes (series_id, vantage, seq);
+CREATE UNIQUE INDEX attempts_chain ON attempts (series_id, vantage, seq);
+CREATE UNIQUE INDEX network_rounds_chain ON network_rounds (vantage, seq);
+"""
+
 # Index i upgrades a ledger from schema version i to i + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 
 
 def _check_readable(path: Path) -> None:
@@ -176,6 +230,12 @@ class SqliteFile:
         self._version = len(self._migrations)
         self._created_by = created_by
         self._reconnect = False  # set when SQLite refused a write: reopen before the next one
+        # rows chained by the migration to schema 3, per table (None: no such migration)
+        self.chained: dict[str, int] | None = None
+        # Chain heads as this connection last read or wrote them, good while no other
+        # connection has written (`PRAGMA data_version`): read in the write transaction.
+        self._heads: dict[tuple[str, int, str], tuple[int, bytes]] | None = None
+        self._heads_version = -1
         if not self.path.exists():
             if readonly or not create:
                 raise LedgerError(f"{self.path}: no ledger here (has the daemon run yet?)")
@@ -226,18 +286,67 @@ class SqliteFile:
         types: Sequence[str],
         rows: Sequence[Sequence[Any]],
         returning: str,
+        links: Links | None = None,
     ) -> list[tuple]:
         """Insert the rows that are not there yet (ON CONFLICT DO NOTHING); the `returning`
-        columns of those inserted. (`types` are PostgreSQL's; SQLite needs none.)"""
+        columns of those inserted. (`types` are PostgreSQL's; SQLite needs none.) With
+        `links`, each row gets its chain columns just before it is inserted, and gives
+        them back when it was there already: only rows added advance a chain."""
+        names = list(columns)
+        conflict = ""
+        if links is not None:
+            # Only the row's own key may conflict: a clash of seq would be a forked chain.
+            names += LINK_COLUMNS
+            conflict = f" ({columns[0]}, {columns[1]})"
         sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-            f"({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING RETURNING {returning}"
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT{conflict} DO NOTHING RETURNING {returning}"
         )
         execute = self._db.execute
         out: list[tuple] = []
+        if links is None:
+            for row in rows:
+                out += execute(sql, row).fetchall()
+            return out
         for row in rows:
-            out += execute(sql, row).fetchall()
+            extra = links.add(row)
+            added = execute(sql, (*row, *extra)).fetchall()
+            if added:
+                out += added
+            else:
+                links.take_back(row)
         return out
+
+    def lock_heads(
+        self, keys: Sequence[tuple[str, int, str]], genesis_of: Callable[[tuple], bytes]
+    ) -> dict[tuple[str, int, str], tuple[int, bytes]]:
+        """The heads of these chains (in the write transaction, BEGIN IMMEDIATE: no other
+        writer until it ends); chains without a row yet are left out. Read from the table
+        once, then kept while no other connection writes the file."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if self._heads is None or version != self._heads_version:
+            self._heads = {
+                (t, sid, v): (seq, digest)
+                for t, sid, v, seq, digest in self._db.execute(
+                    "SELECT tbl, series_id, vantage, seq, hash FROM chain_heads"
+                )
+            }
+            self._heads_version = version
+        heads = self._heads
+        return {k: heads[k] for k in keys if k in heads}
+
+    def write_heads(self, rows: Sequence[tuple[str, int, str, int, bytes]]) -> None:
+        self._db.executemany(
+            "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) VALUES "
+            "(?, ?, ?, ?, ?) ON CONFLICT (tbl, series_id, vantage) DO UPDATE SET "
+            "seq = excluded.seq, hash = excluded.hash",
+            rows,
+        )
+
+    def heads_committed(self, heads: dict[tuple[str, int, str], tuple[int, bytes]]) -> None:
+        """The transaction that moved these heads committed: keep them."""
+        if self._heads is not None:
+            self._heads.update(heads)
 
     def add_counts(
         self, table: str, keys: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -362,7 +471,10 @@ class SqliteFile:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version, self._version):
                 for statement in split_sql(self._migrations[step]):
-                    db.execute(statement)
+                    if statement == CHAIN_EXISTING:
+                        self.chained = chain_existing(db.execute, db.executemany)
+                    else:
+                        db.execute(statement)
             if version == 0:
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute("INSERT INTO meta VALUES ('created_by', ?)", (self._created_by,))
@@ -379,6 +491,7 @@ class SqliteFile:
         self._db = self._connect()  # on failure the old connection stays, good for reading
         old.close()
         self._reconnect = False
+        self._heads = None  # data_version counts per connection
 
 
 def check_version(where: str, version: int, current: int, *, readonly: bool, empty: bool) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 from ..errors import LedgerError, UserError
 from ..records import Attempt, ClosedMinute
 from ..sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
+from .chain import ChainKey, genesis, row_link
 from .codes import (
     OUTCOME_CODES,
     OUTCOMES_BY_CODE,
@@ -42,8 +44,8 @@ from .codes import (
     STATES_BY_CODE,
 )
 from .sqlite_file import APPLICATION_ID as APPLICATION_ID
+from .sqlite_file import LINK_COLUMNS, SqliteFile, split_sql
 from .sqlite_file import MIGRATIONS as _MIGRATIONS
-from .sqlite_file import SqliteFile, split_sql
 
 if TYPE_CHECKING:
     from .postgres import PostgresConnection
@@ -146,6 +148,7 @@ class Ledger:
         self._lock = threading.RLock()
         self._series: dict[tuple[str, str], int] = {}
         self._created: list[tuple[str, str]] = []  # series added by the open transaction
+        self._chain_keys: dict[tuple[str, int, str], ChainKey] = {}
         created_by = f"im-prober {__version__}"
         self._db: SqliteFile | PostgresConnection
         if is_url(location):
@@ -161,6 +164,8 @@ class Ledger:
                 self.path, _MIGRATIONS, create=create, readonly=readonly, created_by=created_by
             )
         self.where = self._db.where
+        # rows the migration to schema 3 chained, per table (None: this open migrated none)
+        self.chained = self._db.chained
         try:
             self._load_series()
         except sqlite3.DatabaseError as exc:
@@ -221,6 +226,26 @@ class Ledger:
         with self._lock:
             self._load_series()
 
+    def chain_key(self, key: tuple[str, int, str]) -> ChainKey:
+        """The names of the chain (table, series id, vantage); network rounds' id is 0."""
+        found = self._chain_keys.get(key)
+        if found is None:
+            table, sid, vantage = key
+            target = probe = ""
+            if sid:
+                names = [k for k, v in self._series.items() if v == sid]
+                if names:
+                    target, probe = names[0]
+                else:
+                    row = self._db.execute(
+                        "SELECT target, probe FROM series WHERE id = ?", (sid,)
+                    ).fetchone()
+                    if row is None:
+                        raise LedgerError(f"{self.where}: series {sid} is not in the ledger")
+                    target, probe = row
+            found = self._chain_keys[key] = ChainKey(table, target, probe, vantage)
+        return found
+
     # -- writes -------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
@@ -245,6 +270,17 @@ class Ledger:
         written: list[ClosedMinute] = []
         moved: set[int] = set()  # minutes whose failures were made prober faults
         with self._transaction() as tx:
+            # Every chain this transaction may extend, locked at once (one order for all).
+            chains = [
+                ("minutes", self._series_id(item.target, probe), "")
+                for item in closed
+                for probe in (TARGET_LEVEL, *item.probes)
+            ]
+            if pending is None:
+                chains += tx.attempt_chains(a for item in closed for a in item.attempts)
+            else:
+                chains += tx.pending_chains(pending.attempts, pending.rounds)
+            tx.prepare_chains(chains)
             if pending is not None:
                 tx.insert_pending(pending.attempts, pending.rounds)
                 newest = max((item.minute for item in closed), default=None)
@@ -274,7 +310,7 @@ class Ledger:
                     moved.add(item.minute)
                     tx.reclassify_network_failures(item.minute, pending.vantage)
             tx.insert_minutes(probe_rows)
-            self._db.insert_all("attempts", _ATTEMPT_COLUMNS_STORED, attempt_rows)
+            tx.insert_attempt_rows(attempt_rows)
         return written
 
     def record_gap(
@@ -293,8 +329,10 @@ class Ledger:
         down = Verdict(State.NO_DATA, Reason.PROBER_DOWN)
         decide = verdict_of or (lambda _minute: down)
         recorded = 0
+        probes = (TARGET_LEVEL, *probes)
         with self._transaction() as tx:
-            for probe in (TARGET_LEVEL, *probes):
+            tx.prepare_chains([("minutes", self._series_id(target, p), "") for p in probes])
+            for probe in probes:
                 sid = self._series_id(target, probe)
                 added = tx.insert_many(sid, ((m, decide(m)) for m in range(start, end)))
                 if probe == TARGET_LEVEL:
@@ -319,6 +357,7 @@ class Ledger:
             batch[key] = (line, row)
         with self._transaction() as tx:
             keyed = [(self._series_id(r.target, r.probe), line, r) for line, r in batch.values()]
+            tx.prepare_chains({("minutes", sid, "") for sid, _line, _r in keyed})
             new = tx.insert_minutes(
                 [(sid, r.minute, Verdict(r.state, r.reason), r.counts) for sid, _line, r in keyed]
             )
@@ -369,11 +408,64 @@ class Ledger:
                 found[(sid, minute)] = (STATES_BY_CODE[state], REASONS_BY_CODE[reason])
         return found
 
-    def prune_attempts(self, before: float) -> int:
-        """Delete attempts that started before `before` (epoch seconds). Minutes stay."""
-        with self._transaction():
-            cursor = self._db.execute("DELETE FROM attempts WHERE started_at < ?", (before,))
-            return cursor.rowcount
+    def prune_attempts(self, before: float, *, now: float | None = None) -> int:
+        """Delete attempts that started before `before` (epoch seconds). Minutes stay.
+
+        Each attempt chain loses a prefix: its rows up to the last one before its first
+        attempt at or after `before` (an attempt stored out of order stays until it is
+        part of the prefix), and its seal records the last row pruned, so what is left
+        still links to something the ledger holds."""
+        removed = 0
+        db = self._db
+        with self._transaction() as tx:
+            chains = db.execute(
+                "SELECT DISTINCT series_id, vantage FROM attempts WHERE started_at < ?",
+                (before,),
+            ).fetchall()
+            tx.prepare_chains([("attempts", sid, vantage) for sid, vantage in chains])
+            for sid, vantage in chains:
+                row = db.execute(
+                    "SELECT seq FROM chain_seals WHERE tbl = 'attempts' AND series_id = ? "
+                    "AND vantage = ?",
+                    (sid, vantage),
+                ).fetchone()
+                sealed = row[0] if row else 0
+                # `+started_at`: the chain's index finds the first kept row, not the start's.
+                kept = db.execute(
+                    "SELECT seq FROM attempts WHERE series_id = ? AND vantage = ? "
+                    "AND seq > ? AND +started_at >= ? ORDER BY seq LIMIT 1",
+                    (sid, vantage, sealed, before),
+                ).fetchone()
+                last = (kept[0] - 1) if kept else tx.head_seq(("attempts", sid, vantage))
+                if last <= sealed:
+                    continue
+                row = db.execute(
+                    "SELECT hash, minute FROM attempts WHERE series_id = ? AND vantage = ? "
+                    "AND seq = ?",
+                    (sid, vantage, last),
+                ).fetchone()
+                if row is None:
+                    continue  # a chain broken outside the ledger's writes: leave it to verify
+                removed += db.execute(
+                    "DELETE FROM attempts WHERE series_id = ? AND vantage = ? AND seq <= ?",
+                    (sid, vantage, last),
+                ).rowcount
+                db.execute(
+                    "INSERT INTO chain_seals (tbl, series_id, vantage, seq, hash, minute, "
+                    "sealed_at) VALUES ('attempts', ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tbl, series_id, vantage) DO UPDATE SET seq = excluded.seq, "
+                    "hash = excluded.hash, minute = excluded.minute, "
+                    "sealed_at = excluded.sealed_at",
+                    (
+                        sid,
+                        vantage,
+                        last,
+                        bytes(row[0]),
+                        row[1],
+                        time.time() if now is None else now,
+                    ),
+                )
+        return removed
 
     # -- reads --------------------------------------------------------------------------
 
@@ -587,10 +679,6 @@ _ATTEMPT_COLUMNS_STORED = (
     "detail",
     "vantage",
 )
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (series_id, minute, started_at, duration, outcome, error_kind, "
-    "error_code, http_status, detail, vantage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def _attempt_row(sid: int, attempt: Attempt) -> tuple:
@@ -621,6 +709,10 @@ class _Transaction:
         self._db = ledger._db
         self._verdicts: Counter[tuple[int, int]] = Counter()
         self._outcomes: Counter[tuple[int, int]] = Counter()
+        # chain (table, series id, vantage) -> its head (seq, hash) in this transaction
+        self._heads: dict[tuple[str, int, str], tuple[int, bytes]] = {}
+        self._moved: set[tuple[str, int, str]] = set()
+        self._before: dict[tuple[str, int, str], tuple[int, bytes]] = {}
 
     def __enter__(self) -> _Transaction:
         ledger = self._ledger
@@ -640,10 +732,12 @@ class _Transaction:
             if exc_type is None:
                 try:
                     self._flush_totals()
+                    self._flush_heads()
                     self._db.execute("COMMIT")
                 except BaseException as failed:
                     self._abort(failed)
                     raise
+                self._db.heads_committed({k: self._heads[k] for k in self._moved})
             else:
                 self._abort(exc)
         finally:
@@ -657,6 +751,65 @@ class _Transaction:
         for key in self._ledger._created:
             self._ledger._series.pop(key, None)
         self._ledger._created = []
+
+    # -- the chains -------------------------------------------------------------------------
+
+    def prepare_chains(self, keys: Iterable[tuple[str, int, str]]) -> None:
+        """Read (on PostgreSQL: lock) the heads of the chains this transaction extends."""
+        need = sorted({k for k in keys if k not in self._heads})
+        if not need:
+            return
+        chain_key = self._ledger.chain_key
+        found = self._db.lock_heads(need, lambda k: genesis(chain_key(k)))
+        for k in need:
+            self._heads[k] = found.get(k) or (0, genesis(chain_key(k)))
+
+    def head_seq(self, key: tuple[str, int, str]) -> int:
+        self.prepare_chains([key])
+        return self._heads[key][0]
+
+    def link(self, key: tuple[str, int, str], fields: Sequence) -> tuple[int, bytes, bytes]:
+        """The chain columns (seq, hash, field map) of a row appended to chain `key`."""
+        head = self._heads.get(key)
+        if head is None:
+            self.prepare_chains([key])
+            head = self._heads[key]
+        seq = head[0] + 1
+        digest, fields_map = row_link(self._ledger.chain_key(key), head[1], seq, fields)
+        self._before[key] = head
+        self._heads[key] = (seq, digest)
+        self._moved.add(key)
+        return seq, digest, fields_map
+
+    def unlink(self, key: tuple[str, int, str]) -> None:
+        """The row just linked was not added (it was there already): its chain goes back."""
+        self._heads[key] = self._before[key]
+
+    def attempt_chains(self, attempts: Iterable[Attempt]) -> list[tuple[str, int, str]]:
+        series_id = self._ledger._series_id
+        return [("attempts", series_id(a.target, a.probe), a.vantage) for a in attempts]
+
+    def pending_chains(
+        self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]
+    ) -> list[tuple[str, int, str]]:
+        return self.attempt_chains(attempts) + [("network_rounds", 0, r.vantage) for r in rounds]
+
+    def insert_attempt_rows(self, rows: Sequence[tuple]) -> None:
+        """Attempt rows (as _attempt_row makes them), each appended to its chain."""
+        link = self.link
+        self._db.insert_all(
+            "attempts",
+            (*_ATTEMPT_COLUMNS_STORED, *LINK_COLUMNS),
+            [(*row, *link(("attempts", row[0], row[9]), row[1:9])) for row in rows],
+        )
+
+    def _flush_heads(self) -> None:
+        # Sorted, as locked: two SQLite transactions never interleave, PostgreSQL's wait.
+        moved = [(*k, *self._heads[k]) for k in sorted(self._moved) if self._heads[k][0] > 0]
+        if moved:
+            self._db.write_heads(moved)
+
+    # -- rows ---------------------------------------------------------------------------
 
     def insert_minute(self, sid: int, minute: int, verdict: Verdict, counts: OutcomeCounts) -> bool:
         return bool(self.insert_minutes([(sid, minute, verdict, counts)]))
@@ -675,6 +828,7 @@ class _Transaction:
                 for sid, minute, v, c in rows
             ],
             "series_id, minute, state",
+            _MinuteLinks(self, "minutes"),
         )
         for sid, _minute, state in added:
             self._verdicts[(sid, state)] += 1
@@ -684,7 +838,7 @@ class _Transaction:
         return len(self.insert_minutes([(sid, m, v, OutcomeCounts()) for m, v in verdicts]))
 
     def insert_attempt(self, sid: int, attempt: Attempt) -> None:
-        self._db.execute(_INSERT_ATTEMPT, _attempt_row(sid, attempt))
+        self.insert_attempt_rows([_attempt_row(sid, attempt)])
 
     def count_attempt(self, sid: int, attempt: Attempt) -> None:
         """Attempt totals count the attempts of closed minutes, with the outcome the verdict
@@ -699,15 +853,18 @@ class _Transaction:
 
     def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
         series_id = self._ledger._series_id
-        self._db.insert_all(
-            "attempts",
-            _ATTEMPT_COLUMNS_STORED,
-            [_attempt_row(series_id(a.target, a.probe), a) for a in attempts],
-        )
+        attempts, rounds = list(attempts), list(rounds)
+        self.prepare_chains(self.pending_chains(attempts, rounds))
+        self.insert_attempt_rows([_attempt_row(series_id(a.target, a.probe), a) for a in attempts])
+        link = self.link
         self._db.insert_all(
             "network_rounds",
-            ("vantage", "minute", "all_failed"),
-            [(r.vantage, r.minute, int(r.all_failed)) for r in rounds],
+            ("vantage", "minute", "all_failed", *LINK_COLUMNS),
+            [
+                (r.vantage, r.minute, int(r.all_failed), *link(key, (r.minute, int(r.all_failed))))
+                for r in rounds
+                for key in [("network_rounds", 0, r.vantage)]
+            ],
         )
 
     def heartbeat(self, vantage: str, seen_at: float, closed_through: int | None) -> None:
@@ -725,7 +882,9 @@ class _Transaction:
         )
 
     def reclassify_network_failures(self, minute: int, vantage: str) -> None:
-        """The network check failed in `minute`: the vantage's failures were its own."""
+        """The network check failed in `minute`: the vantage's failures were its own. The
+        rows keep the hash they were chained with (over `failure`); verify accepts exactly
+        this change, where the vantage's failed network round of that minute is stored."""
         failure, fault = OUTCOME_CODES[Outcome.FAILURE], OUTCOME_CODES[Outcome.PROBER_FAULT]
         self._db.execute(
             "UPDATE attempts SET outcome = ? WHERE vantage = ? AND minute = ? AND outcome = ?",
@@ -745,6 +904,20 @@ class _Transaction:
                     ("int", "smallint"),
                     [(sid, code, n) for (sid, code), n in sorted(counter.items())],
                 )
+
+
+class _MinuteLinks:
+    """Chain columns for minute rows (series_id, minute, …) as insert_new adds them."""
+
+    def __init__(self, tx: _Transaction, table: str) -> None:
+        self._tx = tx
+        self._table = table
+
+    def add(self, row: Sequence) -> tuple[int, bytes, bytes]:
+        return self._tx.link((self._table, row[0], ""), row[1:])
+
+    def take_back(self, row: Sequence) -> None:
+        self._tx.unlink((self._table, row[0], ""))
 
 
 _split_sql = split_sql  # tests build old schemas step by step

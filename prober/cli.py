@@ -159,10 +159,53 @@ def cmd_ledger_migrate(args: argparse.Namespace) -> int:
     config = load_config(args.config, resolve_secrets=False)
     # Opening for writing upgrades an older schema in one transaction (and refuses files
     # that are not ledgers, or are newer); a missing ledger is not created.
-    with open_ledger(config, create=False):
-        pass
+    with open_ledger(config, create=False) as ledger:
+        chained = ledger.chained
     print(f"{display_location(config)}: ledger schema {SCHEMA_VERSION}, up to date")
+    if chained is not None:
+        rows = ", ".join(f"{n:,} {table}" for table, n in chained.items())
+        print(f"chained the rows already in the ledger, each chain from its first row: {rows}")
     return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace, checkpoints: Sequence = ()) -> int:
+    from .ledger.chain import TABLES, verify
+
+    config = load_config(args.config, resolve_secrets=False)
+    since = parse_instant(args.since).timestamp() // 60 if args.since else None
+    until = parse_instant(args.until).timestamp() // 60 if args.until else None
+    with _read_ledger(config) as ledger:
+        result = verify(
+            ledger,
+            target=args.target,
+            since=None if since is None else int(since),
+            until=None if until is None else int(until),
+            checkpoints=checkpoints,
+        )
+    if args.target is not None and not any(result.chains.values()):
+        raise UserError(f"--target {args.target}: the ledger holds no rows of this target")
+    where = display_location(config) + (f", target {args.target}" if args.target else "")
+    print(f"{where}: hash chains")
+    for table in TABLES:
+        print(f"  {table}: {result.chains[table]:,} chains, {result.rows[table]:,} rows checked")
+    if result.reclassified:
+        print(
+            f"  {result.reclassified:,} attempts made prober_fault by a failed network check "
+            "(hashed as failure, accepted)"
+        )
+    print(f"checked {sum(result.rows.values()):,} rows in {result.seconds:.1f} s")
+    if result.ok:
+        print("ledger verified: every chain intact")
+        return 0
+    first, *others = result.breaks
+    print(f"BROKEN: {first.describe()}")
+    for other in others[:9]:
+        print(f"  also broken: {other.describe()}")
+    more = len(others) - 9 + result.more_breaks
+    if more > 0:
+        print(f"  and {more:,} more broken chains")
+    print(f"ledger broken: {len(result.breaks) + result.more_breaks:,} broken chains")
+    return 1
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -520,6 +563,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(func=cmd_ledger_migrate)
     with_config(sub)
+    sub = ledger_commands.add_parser(
+        "verify",
+        help="walk the ledger's hash chains; report the first broken link (exit 1)",
+    )
+    sub.set_defaults(func=cmd_ledger_verify)
+    with_config(sub)
+    sub.add_argument("--target", help="only this target's chains")
+    sub.add_argument("--since", help="ISO-8601 instant, inclusive: the rows of minutes from it")
+    sub.add_argument("--until", help="ISO-8601 instant, exclusive")
     sub = ledger_commands.add_parser(
         "checkpoint",
         help="a signed checkpoint of every chain's head now, to the configured sinks or --out",

@@ -103,20 +103,47 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     from .reports.evidence import write_evidence
+    from .reports.signing import signing_key
+    from .runtime.checkpoints import stored_checkpoints
 
+    missing = [flag for flag in ("config", "target", "month", "out") if not getattr(args, flag)]
+    if missing:
+        flags = ", ".join("-c/--config" if f == "config" else f"--{f}" for f in missing)
+        raise UserError(f"evidence: the following arguments are required: {flags}")
     config = load_config(args.config, resolve_secrets=False)
     compute = _report_for(args, config)
+    key = signing_key(config)
     with _read_ledger(config) as ledger:
         report = compute(ledger)
         files = write_evidence(
-            ledger, report, Path(args.out), config_digest=config.digest, force=args.force
+            ledger,
+            report,
+            Path(args.out),
+            config_digest=config.digest,
+            force=args.force,
+            key=key,
+            checkpoints=stored_checkpoints(config),
         )
     print(
         f"wrote {len(files)} files to {args.out} ({report.figures.apparent_failure} failed minutes)"
     )
     for name, digest in sorted(files.items()):
         print(f"  {digest}  {name}")
+    if key is None:
+        print("not signed: set evidence.signing_key in the config to sign packs")
+    else:
+        print(f"signed by key {key.public.fingerprint}")
     return 0
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    from .reports.pack_check import check_pack
+    from .reports.signing import load_public_key
+
+    trusted = load_public_key(Path(args.key)) if args.key else None
+    proof = check_pack(Path(args.dir), trusted)
+    sys.stdout.write(proof.render())
+    return 0 if proof.ok else 1
 
 
 def cmd_ledger_export(args: argparse.Namespace) -> int:
@@ -531,10 +558,21 @@ def build_parser() -> argparse.ArgumentParser:
     with_now(sub)
 
     sub = add("evidence", cmd_evidence, "write the failed minutes and their attempts for a claim")
-    with_config(sub)
-    sub.add_argument("--target", required=True)
-    sub.add_argument("--month", required=True, help="YYYY-MM, as for report")
-    sub.add_argument("--out", required=True, help="folder to write the files into (new or empty)")
+    # not required here: `evidence verify DIR` needs none of them (cmd_evidence checks them)
+    sub.add_argument("-c", "--config", help="the YAML config file")
+    sub.add_argument("--target")
+    sub.add_argument("--month", help="YYYY-MM, as for report")
+    sub.add_argument("--out", help="folder to write the files into (new or empty)")
+    verify = sub.add_subparsers(dest="evidence_command", parser_class=_Parser)
+    check = verify.add_parser(
+        "verify",
+        help="check a pack's sums, signature and chained rows; say what they prove",
+        description="check a pack's sums, signature and chained rows, with only the pack "
+        "(no config, no ledger); exit 0 when everything holds and the pack is signed",
+    )
+    check.set_defaults(func=cmd_evidence_verify)
+    check.add_argument("dir", metavar="DIR", help="the pack's folder")
+    check.add_argument("--key", metavar="PUB", help="the public key you trust (PEM)")
     sub.add_argument(
         "--force",
         action="store_true",

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,24 @@ from typing import Any
 from .. import __version__, sla
 from ..config.secrets import redact
 from ..errors import UserError
+from ..ledger import chain
+from ..ledger.chain import ChainKey
 from ..ledger.csv_cells import cells
 from ..ledger.store import Ledger
 from ..records import Attempt
 from ..sla import State, minute_iso
+from .chain_files import FILES as CHAIN_FILES
+from .chain_files import ChainPart, write_files
 from .report import Report, as_dict, render_html, render_text
+from .signing import Checkpoint, CheckpointError, SigningKey, read_checkpoint
 
-# Every file a pack consists of. A folder holding anything else is refused, even with
-# --force: SHA256SUMS must describe exactly what the folder holds.
+# Every file a pack may consist of. A folder holding anything else is refused, even with
+# --force: SHA256SUMS must describe exactly what the folder holds. The public key, the
+# checkpoint and the signature are there when the pack was made with them.
+SUMS = "SHA256SUMS"
+SIGNATURE = "SHA256SUMS.sig"  # the raw Ed25519 signature of SHA256SUMS
+PUBLIC_KEY = "public_key.pem"
+CHECKPOINT = "checkpoint.json"
 PACK_FILES = (
     "failed_minutes.json",
     "failed_minutes.csv",
@@ -33,7 +44,11 @@ PACK_FILES = (
     "report.json",
     "report.html",
     "summary.json",
-    "SHA256SUMS",
+    *CHAIN_FILES,
+    PUBLIC_KEY,
+    CHECKPOINT,
+    SUMS,
+    SIGNATURE,
 )
 
 ATTEMPT_FIELDS = [
@@ -50,7 +65,8 @@ ATTEMPT_FIELDS = [
 ]
 
 
-def _iso(seconds: float) -> str:
+def iso_millis(seconds: float) -> str:
+    """An instant as attempts.csv writes it: ISO-8601 UTC to the millisecond."""
     return (
         datetime.fromtimestamp(seconds, tz=UTC)
         .isoformat(timespec="milliseconds")
@@ -63,7 +79,7 @@ def _attempt_record(attempt: Attempt) -> dict[str, Any]:
         "minute": minute_iso(attempt.minute),
         "vantage": attempt.vantage,
         "probe": attempt.probe,
-        "started_at": _iso(attempt.started_at),
+        "started_at": iso_millis(attempt.started_at),
         "duration_ms": round(attempt.duration * 1000, 1),
         "outcome": str(attempt.outcome),
         "error_kind": attempt.error_kind,
@@ -123,6 +139,15 @@ def _create(path: Path, text: str) -> None:
         raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
+def _create_bytes(path: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        with os.fdopen(os.open(path, flags, 0o644), "wb") as out:
+            out.write(data)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 def _csv_text(rows: list[list[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -132,10 +157,18 @@ def _csv_text(rows: list[list[object]]) -> str:
 
 
 def write_evidence(
-    ledger: Ledger, report: Report, out_dir: Path, *, config_digest: str, force: bool = False
+    ledger: Ledger,
+    report: Report,
+    out_dir: Path,
+    *,
+    config_digest: str,
+    force: bool = False,
+    key: SigningKey | None = None,
+    checkpoints: Iterable[tuple[str, str]] = (),
 ) -> dict[str, str]:
     """Write the pack into `out_dir` (new or empty; with `force`, replacing an earlier
-    pack); returns file name → SHA-256."""
+    pack); returns file name → SHA-256. With `key` the pack is signed; `checkpoints` are the
+    stored ones ((where, text)) it may carry one of."""
     _prepare_folder(out_dir, force)
     month = report.month
     end = month.start_minute + report.figures.total
@@ -200,7 +233,20 @@ def write_evidence(
     put("report.json", json.dumps(as_dict(report), indent=2) + "\n")
     put("report.html", render_html(report))
 
+    # the chained rows of the month, exactly as stored, and what proves they predate the pack
+    parts = chain_parts(ledger, report.target, month.start_minute, end)
+    for name in write_files(out_dir, parts, report.target, month.start_minute, end):
+        files[name] = _sha256(out_dir / name)
+    chosen = pick_checkpoint(checkpoints, parts, report.target, key)
+    if chosen is not None:
+        put(CHECKPOINT, chosen.text)
+    if key is not None:
+        put(PUBLIC_KEY, key.public.pem)
+
     missing = sum(1 for m in failed if not by_minute.get(m))
+    rows: dict[str, int] = defaultdict(int)
+    for part in parts:
+        rows[part.key.table] += len(part.rows)
     summary = {
         "target": report.target,
         "service_month": {"start": month.start.isoformat(), "end": month.end.isoformat()},
@@ -209,11 +255,57 @@ def write_evidence(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "prober_version": __version__,
         "config_sha256": config_digest,
+        "signed_by": None if key is None else key.public.fingerprint,
+        "checkpoint": None if chosen is None else chosen.time_iso,
+        "chained_rows": dict(sorted(rows.items())),
         "files": dict(sorted(files.items())),
     }
     summary_path = out_dir / "summary.json"
     _create(summary_path, json.dumps(summary, indent=2) + "\n")
     lines = [f"{digest}  {name}" for name, digest in sorted(files.items())]
     lines.append(f"{_sha256(summary_path)}  summary.json")
-    _create(out_dir / "SHA256SUMS", "\n".join(lines) + "\n")
+    sums = "\n".join(lines) + "\n"
+    _create(out_dir / SUMS, sums)
+    if key is not None:  # the signature covers SHA256SUMS, and so every file it lists
+        _create_bytes(out_dir / SIGNATURE, key.sign(sums.encode("ascii")))
     return {**files, "summary.json": _sha256(summary_path)}
+
+
+def chain_parts(ledger: Ledger, target: str, start: int, end: int) -> list[ChainPart]:
+    """The chained rows of the target's series over [start, end), each chain with the hash
+    just before its part (chain.segment)."""
+    return [
+        ChainPart(piece.key, piece.prev, piece.first_seq, piece.rows)
+        for piece in chain.segment(ledger, target, start, end)
+    ]
+
+
+def pick_checkpoint(
+    stored: Iterable[tuple[str, str]],
+    parts: list[ChainPart],
+    target: str,
+    key: SigningKey | None,
+) -> Checkpoint | None:
+    """The checkpoint a pack carries: the newest one (signed by the pack's key, when it has
+    one) whose head of the target's minutes falls inside the month's rows — the month-end
+    checkpoint when there is one, else the last one taken during the month."""
+    wanted = ChainKey("minutes", target)
+    minutes = next((p for p in parts if p.key == wanted), None)
+    if minutes is None or not minutes.rows:
+        return None
+    low, high = minutes.first_seq - 1, minutes.rows[-1][0]
+    best: Checkpoint | None = None
+    for _where, text in stored:
+        try:
+            found = read_checkpoint(text, None if key is None else key.public)
+        except CheckpointError:
+            continue  # another key's, or damaged: never carried as proof
+        head = next(
+            (h for h in found.heads if (h.table, h.target, h.probe) == ("minutes", target, "")),
+            None,
+        )
+        if head is None or not low <= head.seq <= high:
+            continue
+        if best is None or found.time > best.time:
+            best = found
+    return best

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -195,7 +196,52 @@ def cmd_ledger_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ledger_verify(args: argparse.Namespace, checkpoints: Sequence = ()) -> int:
+def cmd_ledger_verify_checkpoints(args: argparse.Namespace) -> int:
+    """`ledger verify`, with --checkpoint: each file's signature first, then its heads."""
+    from .reports.signing import chain_heads, load_checkpoints, load_public_key
+
+    if not args.checkpoint:
+        if args.key:
+            raise UserError("--key PUB checks checkpoints: give --checkpoint FILE too")
+        return cmd_ledger_verify(args)
+    trusted = load_public_key(Path(args.key)) if args.key else None
+    checkpoints = load_checkpoints([Path(p) for p in args.checkpoint], trusted)
+    for path, found in zip(args.checkpoint, checkpoints, strict=True):
+        whose = "the key you trust" if trusted else "the key it carries"
+        print(
+            f"{path}: checkpoint of {found.time_iso} ({found.reason}, {found.vantage}), "
+            f"{len(found.heads):,} heads, signed by {found.fingerprint} ({whose})"
+        )
+    heads = {id(c): chain_heads(c) for c in checkpoints}
+
+    def said(result: Any) -> None:
+        # a chain's first break is listed: a head on a chain broken earlier is not shown
+        broken_chains = {b.key for b in result.breaks}
+        for found in checkpoints:
+            mine = {(h.key, h.seq) for h in heads[id(found)]}
+            missing = [b for b in result.breaks if (b.key, b.seq) in mine]
+            unsure = [h for h in heads[id(found)] if h.key in broken_chains]
+            if missing:
+                print(
+                    f"BROKEN: the ledger no longer extends checkpoint of {found.time_iso}: "
+                    f"first head that does not hold: {missing[0].key} seq {missing[0].seq}"
+                )
+            elif unsure or result.more_breaks:
+                where = f"{unsure[0].key} is broken" if unsure else "chains are broken"
+                print(
+                    f"not shown: whether it still extends checkpoint of {found.time_iso} ({where})"
+                )
+            else:
+                print(f"the ledger still extends checkpoint of {found.time_iso}")
+
+    return cmd_ledger_verify(args, [h for c in checkpoints for h in heads[id(c)]], said)
+
+
+def cmd_ledger_verify(
+    args: argparse.Namespace,
+    checkpoints: Sequence = (),
+    said: Callable[[Any], None] = lambda _result: None,
+) -> int:
     from .ledger.chain import TABLES, verify
 
     config = load_config(args.config, resolve_secrets=False)
@@ -221,6 +267,7 @@ def cmd_ledger_verify(args: argparse.Namespace, checkpoints: Sequence = ()) -> i
             "(hashed as failure, accepted)"
         )
     print(f"checked {sum(result.rows.values()):,} rows in {result.seconds:.1f} s")
+    said(result)
     if result.ok:
         print("ledger verified: every chain intact")
         return 0
@@ -605,8 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="walk the ledger's hash chains; report the first broken link (exit 1)",
     )
-    sub.set_defaults(func=cmd_ledger_verify)
+    sub.set_defaults(func=cmd_ledger_verify_checkpoints)
     with_config(sub)
+    sub.add_argument(
+        "--checkpoint",
+        nargs="+",
+        metavar="F",
+        help="signed checkpoint files: prove the ledger still holds each of their heads",
+    )
+    sub.add_argument("--key", metavar="PUB", help="the checkpoints must be signed by this key")
     sub.add_argument("--target", help="only this target's chains")
     sub.add_argument("--since", help="ISO-8601 instant, inclusive: the rows of minutes from it")
     sub.add_argument("--until", help="ISO-8601 instant, exclusive")

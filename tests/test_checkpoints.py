@@ -374,3 +374,94 @@ def test_a_checkpoint_that_cannot_be_made_is_due_again_at_the_next_run(
     assert [p.name for p in (tmp_path / "out").iterdir()] == [
         "checkpoint-20261130T000600Z-here-daily.json"
     ]
+
+
+# -- ledger checkpoint / ledger verify --checkpoint, on a real chained ledger ---------------
+
+
+def ledger_site(tmp_path: Path, failed: set[int] = frozenset()) -> tuple[Path, Path]:
+    """A config with a key and a ledger of 30 closed minutes; `failed` of them failed."""
+    from prober.ledger.store import Ledger
+    from prober.records import Attempt
+    from prober.sla import Outcome
+
+    from .ledger_writer import decided
+
+    config = tmp_path / "config.yaml"
+    if not config.exists():
+        generate_key_pair(tmp_path / "evidence.key")
+        config.write_text(
+            external_config() + "vantage: here\nevidence: {signing_key: {file: evidence.key}}\n"
+        )
+    start = int(at("2026-11-01T00:00:00") // 60)
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    minutes = []
+    for m in range(start, start + 30):
+        outcome = Outcome.FAILURE if m - start in failed else Outcome.SUCCESS
+        attempt = Attempt("box", "login", m * 60 + 5.5, 0.2, outcome, vantage="here")
+        minutes.append(decided("box", m, ("login",), [attempt]))
+    ledger.write_minutes(minutes)
+    ledger.close()
+    return config, tmp_path / "evidence.key.pub"
+
+
+def test_ledger_verify_proves_the_ledger_still_extends_a_checkpoint(tmp_path: Path, capsys) -> None:
+    from .cli_util import run
+
+    config, public = ledger_site(tmp_path)
+    out_file = tmp_path / "cp.json"
+    code, out, err = run(capsys, "ledger", "checkpoint", "-c", str(config), "--out", str(out_file),
+                         "--now", "2026-11-01T00:31:00Z")  # fmt: skip
+    assert (code, err) == (0, ""), err
+    assert "checkpoint of 2026-11-01T00:31:00+00:00: 3 chain heads, signed by SHA256:" in out
+    assert read_checkpoint(out_file.read_text()).reason == "manual"
+    code, out, err = run(capsys, "ledger", "checkpoint", "-c", str(config), "--out", str(out_file))
+    assert code == 2 and "cannot write: File exists" in err  # never over an earlier one
+    code, out, err = run(capsys, "ledger", "verify", "-c", str(config), "--checkpoint",
+                         str(out_file), "--key", str(public))  # fmt: skip
+    assert (code, err) == (0, ""), err
+    assert "checkpoint of 2026-11-01T00:31Z (manual, here), 3 heads, signed by SHA256:" in out
+    assert "(the key you trust)" in out
+    assert "the ledger still extends checkpoint of 2026-11-01T00:31Z" in out
+
+
+def test_a_ledger_written_anew_no_longer_extends_the_checkpoint(tmp_path: Path, capsys) -> None:
+    from .cli_util import run
+
+    config, public = ledger_site(tmp_path)
+    out_file = tmp_path / "cp.json"
+    code, _, err = run(capsys, "ledger", "checkpoint", "-c", str(config), "--out", str(out_file),
+                       "--now", "2026-11-01T00:31:00Z")  # fmt: skip
+    assert code == 0, err
+    # the same minutes written again from scratch, one of them failed this time: every chain
+    # links, but not through the hashes the checkpoint recorded
+    for name in ("ledger.sqlite3", "ledger.sqlite3-wal", "ledger.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    ledger_site(tmp_path, failed={12})
+    code, out, err = run(capsys, "ledger", "verify", "-c", str(config), "--checkpoint",
+                         str(out_file), "--key", str(public))  # fmt: skip
+    assert code == 1, out + err
+    assert (
+        "BROKEN: the ledger no longer extends checkpoint of 2026-11-01T00:31Z: first head that "
+        "does not hold: minutes of box (target level) seq 30"
+    ) in out
+
+
+def test_a_checkpoint_that_does_not_hold_is_refused_before_the_ledger_is_read(
+    tmp_path: Path, capsys
+) -> None:
+    from .cli_util import run
+
+    config, public = ledger_site(tmp_path)
+    out_file = tmp_path / "cp.json"
+    run(capsys, "ledger", "checkpoint", "-c", str(config), "--out", str(out_file))
+    _, stranger = generate_key_pair(tmp_path / "stranger.key")
+    code, _, err = run(capsys, "ledger", "verify", "-c", str(config), "--checkpoint",
+                       str(out_file), "--key", str(tmp_path / "stranger.key.pub"))  # fmt: skip
+    assert code == 2 and f"not by the key you trust ({stranger.fingerprint})" in err
+    forged = tmp_path / "forged.json"
+    forged.write_text(out_file.read_text().replace('"seq": 30', '"seq": 29'))
+    code, _, err = run(capsys, "ledger", "verify", "-c", str(config), "--checkpoint", str(forged))
+    assert code == 2 and "forged.json: not a valid checkpoint: the signature does not hold" in err
+    code, _, err = run(capsys, "ledger", "verify", "-c", str(config), "--key", str(public))
+    assert code == 2 and "give --checkpoint FILE too" in err

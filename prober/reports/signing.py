@@ -407,3 +407,26 @@ def checkpoint_of(
         prober_version=__version__,
         config_sha256=config.digest,
     )
+
+
+def load_checkpoints(paths: list[Path], trusted: PublicKey | None) -> list[Checkpoint]:
+    """The checkpoint files a reader gives (`ledger verify --checkpoint`), each signature
+    checked (by `trusted` when given); any that does not hold is one clear error."""
+    found = []
+    for path in paths:
+        text = read_bounded(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+        try:
+            found.append(read_checkpoint(text.decode("utf-8", "replace"), trusted))
+        except CheckpointError as exc:
+            raise UserError(f"{path}: not a valid checkpoint: {exc}") from None
+    return found
+
+
+def chain_heads(checkpoint: Checkpoint) -> list[Any]:
+    """The checkpoint's heads as the ledger's chain module takes them."""
+    from ..ledger.chain import ChainKey, Head
+
+    return [
+        Head(ChainKey(h.table, h.target, h.probe, h.vantage), h.seq, h.hash)
+        for h in checkpoint.heads
+    ]

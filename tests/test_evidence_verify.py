@@ -321,3 +321,32 @@ def test_verify_of_something_that_is_not_a_pack_is_a_user_error(tmp_path: Path, 
     code, _, err = run(capsys, "evidence", "verify", str(tmp_path / "notes"), "--key",
                        str(tmp_path / "k.pub"))  # fmt: skip
     assert code == 2 and "not a PEM public key" in err
+
+
+def test_the_pack_carries_the_newest_checkpoint_inside_the_month_signed_by_its_key(
+    site: Site, tmp_path: Path, capsys
+) -> None:
+    # a checkpoint by another key whose heads are inside the month (a copy of this ledger),
+    # and a later one of ours whose heads lie past the pack's rows: neither is carried
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    generate_key_pair(stranger / "evidence.key")
+    foreign = stranger / "config.yaml"
+    foreign.write_text(
+        site.config.read_text().replace("checkpoints}", f"{site.root / 'checkpoints'}}}")
+    )
+    shutil.copy(site.ledger, stranger / "ledger.sqlite3")
+    code, _, err = run(
+        capsys, "ledger", "checkpoint", "-c", str(foreign), "--now", "2026-11-01T06:00:30Z"
+    )
+    assert code == 0, err
+    write(site.ledger, range(START + 360, START + 400))
+    code, _, err = run(
+        capsys, "ledger", "checkpoint", "-c", str(site.config), "--now", "2026-11-01T06:40:30Z"
+    )
+    assert code == 0, err
+    assert len(list((site.root / "checkpoints").iterdir())) == 3
+    pack = site.pack(capsys)  # the month as of 06:00: rows up to minute 360
+    carried = json.loads((pack / "checkpoint.json").read_text())
+    assert carried["time"] == "2026-11-01T02:00:30Z"
+    assert json.loads((pack / "summary.json").read_text())["checkpoint"] == "2026-11-01T02:00:30Z"

@@ -465,3 +465,66 @@ def test_a_checkpoint_that_does_not_hold_is_refused_before_the_ledger_is_read(
     assert code == 2 and "forged.json: not a valid checkpoint: the signature does not hold" in err
     code, _, err = run(capsys, "ledger", "verify", "-c", str(config), "--key", str(public))
     assert code == 2 and "give --checkpoint FILE too" in err
+
+
+# -- the daemon -----------------------------------------------------------------------------
+
+
+def daemon_config(tmp_path: Path, at_time: str) -> Path:
+    generate_key_pair(tmp_path / "evidence.key")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        external_config()
+        + "vantage: here\nevidence: {signing_key: {file: evidence.key}}\n"
+        + f"checkpoints:\n  at: '{at_time}'\n  sinks: [{{kind: file, path: checkpoints}}]\n"
+    )
+    return config
+
+
+def test_a_signing_key_that_is_not_one_stops_the_daemon_at_start(tmp_path: Path) -> None:
+    import sys
+
+    from .daemon_util import ROOT
+
+    config = daemon_config(tmp_path, "00:05")
+    (tmp_path / "evidence.key").write_text("not-a-key-but-a-secret\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "prober", "run", "-c", str(config),
+         "--web.listen-address", "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "evidence.signing_key (file:evidence.key): not a PEM private key" in result.stderr
+    assert "not-a-key-but-a-secret" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e-checkpoints")
+def test_the_daemon_writes_the_daily_checkpoint_at_its_time(tmp_path: Path) -> None:
+    import time
+
+    from .chat_app import free_port
+    from .daemon_util import Daemon, next_minute
+
+    # the daily time is the next whole minute at least 15 s away; the job runs at :30
+    minute = next_minute(time.time() + 15)
+    at_time = datetime.fromtimestamp(minute * 60, tz=UTC).strftime("%H:%M")
+    daemon = Daemon(daemon_config(tmp_path, at_time), free_port()).start()
+    try:
+        folder = tmp_path / "checkpoints"
+        deadline = minute * 60 + 60
+        while time.time() < deadline and not (folder.exists() and any(folder.iterdir())):
+            time.sleep(0.5)
+        files = sorted(folder.iterdir()) if folder.exists() else []
+        assert len(files) == 1, daemon.log.read_text()
+        stamp = datetime.fromtimestamp(minute * 60 + 30, tz=UTC).strftime("%Y%m%dT%H%M")
+        assert files[0].name.startswith(f"checkpoint-{stamp}") and files[0].name.endswith(
+            "-here-daily.json"
+        )
+        found = read_checkpoint(files[0].read_text())
+        public = (tmp_path / "evidence.key.pub").read_text()
+        assert found.public_key.pem == public
+        assert {h.table for h in found.heads} >= {"minutes", "attempts"}
+        assert "checkpoint delivered" in daemon.log.read_text()
+    finally:
+        assert daemon.stop() == 0

@@ -41,7 +41,7 @@ lint: $(BIN)/.installed
 # libpq-dev's pg_config answers without a server), so initdb is looked for where Debian puts it.
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
 	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
-	prosody:prosody prosodyctl:prosody chromium:chromium
+	prosody:prosody prosodyctl:prosody chromium:chromium sqlite3:sqlite3
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

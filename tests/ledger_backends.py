@@ -18,7 +18,7 @@ from prober.ledger.store import Ledger
 from .postgres_fixture import PostgresCluster
 
 PASSWORD_ENV = "IM_PROBER_TEST_PG_PASSWORD"
-# Every table a ledger has (schema v2): a snapshot of them all shows any write.
+# Every table a ledger has (schema v3): a snapshot of them all shows any write.
 TABLES = (
     "meta",
     "series",
@@ -30,6 +30,8 @@ TABLES = (
     "vantage_minutes",
     "vantage_totals",
     "vantages",
+    "chain_heads",
+    "chain_seals",
 )
 
 

@@ -577,21 +577,30 @@ def heads(ledger: Ledger) -> list[Head]:
 def _prev_hash(db: Any, table: str, params: tuple, key: ChainKey, seq: int) -> bytes | None:
     """The stored hash of the row before `seq` (the genesis, or the seal's, where it is);
     None when that row is not there."""
+    found = _prev_row(db, table, params, key, seq)
+    return None if found is None else found[0]
+
+
+def _prev_row(
+    db: Any, table: str, params: tuple, key: ChainKey, seq: int
+) -> tuple[bytes, int | None] | None:
+    """(hash, minute) of the row before `seq`, as _prev_hash."""
     if seq <= 1:
-        return genesis(key)
+        return genesis(key), None
     row = db.execute(
-        f"SELECT hash FROM {table} WHERE {_CHAIN_WHERE[table]} AND seq = ?", (*params, seq - 1)
+        f"SELECT hash, minute FROM {table} WHERE {_CHAIN_WHERE[table]} AND seq = ?",
+        (*params, seq - 1),
     ).fetchone()
     if row is not None:
-        return bytes(row[0])
+        return bytes(row[0]), row[1]
     if table == "attempts":
         sealed = db.execute(
-            "SELECT seq, hash FROM chain_seals WHERE tbl = 'attempts' AND series_id = ? "
+            "SELECT seq, hash, minute FROM chain_seals WHERE tbl = 'attempts' AND series_id = ? "
             "AND vantage = ?",
             params,
         ).fetchone()
         if sealed is not None and sealed[0] == seq - 1:
-            return bytes(sealed[1])
+            return bytes(sealed[1]), sealed[2]
     return None
 
 
@@ -720,14 +729,14 @@ def _check_piece(db: Any, piece: _Piece) -> _Found:
         ).fetchone()
         if below[0] is not None:
             fail(below[0], below[1], f"a row at or below the retention seal (seq {piece.sealed})")
-    prev = _prev_hash(db, table, params, key, piece.lo)
-    if prev is None and piece.first:  # (a later piece's: told by the piece before it)
+    before = _prev_row(db, table, params, key, piece.lo)
+    prev, last_minute = before if before is not None else (None, None)
+    if before is None and piece.first:  # (a later piece's: told by the piece before it)
         fail(piece.lo - 1, None, f"the row at seq {piece.lo - 1} is missing (deleted)")
     kb = key_bytes(key)
     body = _body(table)
     sha = _sha256
     expected = piece.lo
-    last_minute: int | None = None
     reclassified: list[tuple[int, int]] = []  # (seq, minute)
     upper = "" if piece.last else " AND seq <= ?"
     sql = (

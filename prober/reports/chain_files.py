@@ -14,12 +14,12 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config.secrets import redact
 from ..errors import UserError
-from ..ledger.chain import FIELDS, ChainKey
+from ..ledger.chain import FIELDS, ChainKey, Segment
 from ..ledger.csv_cells import cells, plain
 
 SEGMENT = "chain.json"
@@ -45,16 +45,6 @@ TABLE_OF_FILE = {ATTEMPT_ROWS: "attempts", ROUND_ROWS: "network_rounds"}
 MAX_CELL = 1 << 20
 
 
-@dataclass
-class ChainPart:
-    """Consecutive rows of one chain: (seq, hash, *fields in FIELDS order)."""
-
-    key: ChainKey
-    prev: bytes  # the hash of the row before the first (the genesis for seq 1)
-    first_seq: int
-    rows: list[tuple[Any, ...]]
-
-
 def header(name: str) -> list[str]:
     table = TABLE_OF_FILE.get(name, "minutes")
     return [*KEY_COLUMNS[name], "seq", "hash", *(f for f, _ in FIELDS[table])]
@@ -67,11 +57,15 @@ def _key_cells(name: str, key: ChainKey) -> list[str]:
 def _value(kind: str, value: Any) -> object:
     if kind == "f":
         return repr(float(value))  # the shortest text that reads back as the same double
+    if kind == "t":
+        # Stored details are redacted when made; should one still hold a known secret, the
+        # pack shows it redacted (and that row's hash no longer checks) rather than leak it.
+        return redact(value)
     return value
 
 
 def write_files(
-    out_dir: Path, parts: Iterable[ChainPart], target: str, start: int, end: int
+    out_dir: Path, parts: Iterable[Segment], target: str, start: int, end: int
 ) -> list[str]:
     """Write the segment's files (new files, streamed); returns their names."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)

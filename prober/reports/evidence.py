@@ -25,7 +25,7 @@ from ..ledger.store import Ledger
 from ..records import Attempt
 from ..sla import State, minute_iso
 from .chain_files import FILES as CHAIN_FILES
-from .chain_files import ChainPart, write_files
+from .chain_files import write_files
 from .report import Report, as_dict, render_html, render_text
 from .signing import Checkpoint, CheckpointError, SigningKey, read_checkpoint
 
@@ -271,18 +271,15 @@ def write_evidence(
     return {**files, "summary.json": _sha256(summary_path)}
 
 
-def chain_parts(ledger: Ledger, target: str, start: int, end: int) -> list[ChainPart]:
+def chain_parts(ledger: Ledger, target: str, start: int, end: int) -> list[chain.Segment]:
     """The chained rows of the target's series over [start, end), each chain with the hash
-    just before its part (chain.segment)."""
-    return [
-        ChainPart(piece.key, piece.prev, piece.first_seq, piece.rows)
-        for piece in chain.segment(ledger, target, start, end)
-    ]
+    just before its part."""
+    return chain.segment(ledger, target, start, end)
 
 
 def pick_checkpoint(
     stored: Iterable[tuple[str, str]],
-    parts: list[ChainPart],
+    parts: list[chain.Segment],
     target: str,
     key: SigningKey | None,
 ) -> Checkpoint | None:

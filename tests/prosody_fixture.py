@@ -1,7 +1,9 @@
 """A real Prosody (Debian's `prosody` package) on 127.0.0.1 for the xmpp tests: a config
 written into a temp folder (its own data directory, pidfile and log), a certificate made at
 test time, encryption required on c2s, a MUC component, accounts made with `prosodyctl`;
-started as a child process and stopped by its pid."""
+started as a child process and stopped by its pid. Community modules (Debian's
+`prosody-modules`: mod_c2s_conn_throttle, mod_firewall) can be enabled for the rate-limit
+tests."""
 
 from __future__ import annotations
 
@@ -34,11 +36,19 @@ MUC = f"conference.{DOMAIN}"
 ROOM = f"probes@{MUC}"
 PASSWORD = "probe-password-4711"
 PEER_PASSWORD = "peer-password-0815"
+# Where Debian's prosody-modules puts each module (mod_x/mod_x.lua): a folder Prosody already
+# searches (its own modules' folder), so no plugin_paths is needed.
+COMMUNITY_MODULES = Path("/usr/lib/prosody/modules")
 
 
 def require_prosody() -> None:
     if shutil.which("prosody") is None or shutil.which("prosodyctl") is None:
         pytest.fail("Debian's prosody is not installed: `make system-deps` installs it")
+
+
+def require_community_module(name: str) -> None:
+    if not (COMMUNITY_MODULES / f"mod_{name}" / f"mod_{name}.lua").is_file():
+        pytest.fail(f"mod_{name} is missing: `make system-deps` installs Debian's prosody-modules")
 
 
 def _lua(value: object) -> str:
@@ -92,6 +102,8 @@ class Prosody:
     limits: dict[str, dict[str, str]] | None = None  # mod_limits' `limits` option
     allow_registration: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    community: tuple[str, ...] = ()  # modules of Debian's prosody-modules to enable
+    firewall: str | None = None  # a mod_firewall script (prosody-modules), e.g. a rate limit
     c2s_port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)  # direct TLS (XEP-0368)
     proc: subprocess.Popen[bytes] | None = None
@@ -114,6 +126,9 @@ class Prosody:
             modules.append("limits")
         if self.allow_registration:
             modules.append("register")
+        modules.extend(self.community)
+        if self.firewall is not None:
+            modules.append("firewall")
         settings: dict[str, object] = {
             "run_as_root": True,  # CI and this machine run tests as root
             "pidfile": str(self.pidfile),
@@ -139,6 +154,10 @@ class Prosody:
         }
         if self.limits is not None:
             settings["limits"] = self.limits
+        if self.firewall is not None:
+            script = self.workdir / "firewall.pfw"
+            script.write_text(self.firewall)
+            settings["firewall_scripts"] = [str(script)]
         lines = [f"{key} = {_lua(value)}" for key, value in settings.items()]
         lines.append(f"VirtualHost {_lua(DOMAIN)}")
         lines.append(f"Component {_lua(MUC)} {_lua('muc')}")
@@ -161,6 +180,8 @@ class Prosody:
 
     def start(self) -> Prosody:
         require_prosody()
+        for name in (*self.community, *(["firewall"] if self.firewall is not None else [])):
+            require_community_module(name)
         self.proc = subprocess.Popen(
             ["prosody", "--config", str(self.config)],
             stdin=subprocess.DEVNULL,

@@ -299,7 +299,7 @@ class _Session:
         try:
             await iq.send(timeout=30)
         except IqError as exc:
-            condition = exc.iq["error"]["condition"]
+            condition = xmpp_errors.stanza_condition(exc.iq.xml)
             if condition == "conflict":
                 return base.client_error("conflict", "register: the account exists")
             return base.client_error(REGISTRATION_CLOSED, f"register: {condition}")
@@ -315,7 +315,7 @@ class _Session:
         try:
             response = await iq.send(timeout=30)
         except IqError as exc:
-            self._fail(xmpp_errors.result(exc.iq["error"]["condition"], "bind"))
+            self._fail(xmpp_errors.result(xmpp_errors.stanza_condition(exc.iq.xml), "bind"))
             self.abort()
             return
         except IqTimeout:
@@ -381,6 +381,8 @@ class _Session:
         return body.rsplit(" ", 1)[-1] if body.startswith(TOKEN_PREFIX) else ""
 
     def _on_message(self, msg: Any) -> None:
+        if msg["type"] == "error":  # a bounce that carries the body (mod_muc_limits' does)
+            return
         future = self._waiters.get(self._token(msg))
         if future is None:
             future = self._waiters.get(str(msg["body"]).rsplit(" ", 1)[-1])
@@ -390,7 +392,9 @@ class _Session:
     def _on_message_error(self, msg: Any) -> None:
         future = self._waiters.get(self._token(msg))
         if future is not None and not future.done():
-            future.set_result(xmpp_errors.result(msg["error"]["condition"], "message bounced"))
+            future.set_result(
+                xmpp_errors.result(xmpp_errors.stanza_condition(msg.xml), "message bounced")
+            )
 
     async def join(self, room: str, nick: str, *, create: bool = False) -> bool:
         """Join as `nick`; True when the join created the room (only with `create`, for
@@ -429,7 +433,8 @@ class _Session:
         if future is None or future.done():
             return
         if presence["type"] == "error":
-            future.set_result(xmpp_errors.result(presence["error"]["condition"], "join room"))
+            condition = xmpp_errors.stanza_condition(presence.xml)
+            future.set_result(xmpp_errors.result(condition, "join room"))
         elif "201" in codes and self._create:
             future.set_result(CREATED)
         elif "201" in codes:  # our join created the room: it was not there
@@ -445,7 +450,8 @@ class _Session:
         try:
             await self.client.plugin["xep_0199"].ping(jid=self.section.domain, timeout=timeout)
         except IqError as exc:
-            raise _XmppError(xmpp_errors.result(exc.iq["error"]["condition"], "ping")) from None
+            condition = xmpp_errors.stanza_condition(exc.iq.xml)
+            raise _XmppError(xmpp_errors.result(condition, "ping")) from None
         except IqTimeout:
             raise _XmppError(base.failure(base.TIMEOUT, "no answer to the ping")) from None
 

@@ -8,10 +8,13 @@ a `failure`: when in doubt, the customer's evidence is kept.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..sla import Outcome
 from . import base
+
+STANZA_ERRORS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 # error kinds of this adapter (a small fixed set, usable as a label)
 ACCOUNT = "account"  # the account is disabled or its credentials expired
@@ -78,6 +81,23 @@ TABLE: dict[str, Classified] = {
 def classify(condition: str) -> Classified:
     """The outcome of an error with this condition name (`not-authorized`, …)."""
     return TABLE.get(condition, Classified(_FAILURE, UNKNOWN_CONDITION))
+
+
+def stanza_condition(stanza: ET.Element) -> str:
+    """The defined condition in a stanza's <error/> (RFC 6120 8.3.3), read from the XML.
+
+    Not slixmpp's `stanza["error"]["condition"]`: it knows only RFC 3920's names and reads
+    `policy-violation`, the condition rate limiters bounce with (mod_muc_limits,
+    mod_firewall), as no condition at all, which would make a rate limit a `failure`."""
+    prefix = f"{{{STANZA_ERRORS}}}"
+    for child in stanza:
+        if child.tag.rpartition("}")[2] != "error":
+            continue
+        for condition in child:
+            name = condition.tag.removeprefix(prefix)
+            if condition.tag.startswith(prefix) and name != "text":
+                return name
+    return ""
 
 
 def result(condition: str, where: str) -> base.Result:

@@ -105,7 +105,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_evidence(args: argparse.Namespace) -> int:
     from .reports.evidence import write_evidence
     from .reports.signing import signing_key
-    from .runtime.checkpoints import stored_checkpoints
+    from .reports.stored_checkpoints import stored_checkpoints
 
     missing = [flag for flag in ("config", "target", "month", "out") if not getattr(args, flag)]
     if missing:

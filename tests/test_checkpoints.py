@@ -26,12 +26,12 @@ from prober.reports.signing import (
     read_checkpoint,
     signing_key,
 )
+from prober.reports.stored_checkpoints import stored_checkpoints
 from prober.runtime.checkpoints import (
     RETRY_EVERY,
     CheckpointJob,
     SinkError,
     deliver,
-    stored_checkpoints,
 )
 
 from .conftest import external_config

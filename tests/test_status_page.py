@@ -376,3 +376,29 @@ def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(mo
     assert (cold_months, cold_hours) == (0, 0)
     assert warm_months >= 1  # the previous months' reports, kept
     assert warm_hours >= 24  # whole hours of attempt latency, kept for good
+
+
+def test_with_a_signing_key_the_downloaded_pack_is_signed_and_verifies(month, capsys) -> None:
+    """The page's pack is the command's: signed with the configured key, and `evidence
+    verify` on the unpacked folder proves it with only the public key."""
+    folder, history, now = month
+    code, _out, err = run(capsys, "keygen", str(folder / "evidence.key"))
+    assert code == 0, err
+    signed = folder / "signed.yaml"
+    signed.write_text(
+        config_text(history.anchor) + "evidence: {signing_key: {file: evidence.key}}\n"
+    )
+    label = f"{datetime.fromtimestamp(history.first_minute * 60 + 86400, UTC):%Y-%m}"
+    [(status, _headers, body)] = fetch(signed, now, f"/targets/chat/evidence/{label}.zip")
+    assert status == 200, body[:200]
+    unpacked = folder / "unpacked"
+    with zipfile.ZipFile(io.BytesIO(body)) as pack:
+        pack.extractall(unpacked)
+    [pack_dir] = unpacked.iterdir()
+    assert (pack_dir / "SHA256SUMS.sig").exists()
+    code, out, err = run(
+        capsys, "evidence", "verify", str(pack_dir), "--key", str(folder / "evidence.key.pub")
+    )
+    assert code == 0, out + err
+    assert "BROKEN" not in out
+    assert "signed by key SHA256:" in out and ", the key you trust" in out

@@ -21,6 +21,11 @@ GIT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 REPO_FOLDER = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 
 
+def sink_path(path: Path, base_dir: Path) -> Path:
+    """A sink's path as given, or relative to the config file's folder."""
+    return path if path.is_absolute() else base_dir / path
+
+
 class EvidenceConfig(Strict):
     signing_key: SecretRef | None = Field(
         None,

@@ -18,7 +18,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,14 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from ..config.checkpoints import CheckpointsConfig, FileSink, GitSink, Sink, WebhookSink
+from ..config.checkpoints import (
+    CheckpointsConfig,
+    FileSink,
+    GitSink,
+    Sink,
+    WebhookSink,
+    sink_path,
+)
 from ..config.models import ConfigFile
 from ..config.secrets import Secret, redact, resolve_references
 from ..logs import event
@@ -37,9 +44,6 @@ RETRY_EVERY = 300.0
 # After a month ends, its last minute closes `close_delay` later; the checkpoint waits this
 # much more, so that minute is among the heads.
 MONTH_END_SETTLE = 5.0
-# What is read back from the sinks (evidence packs pick the checkpoint of a month).
-MAX_STORED_FILES = 20_000
-MAX_STORED_BYTES = 8 << 20
 MAX_GIT_OUTPUT = 64 << 10
 
 MakeCheckpoint = Callable[[str, datetime], str]
@@ -57,12 +61,8 @@ def describe(sink: Sink, base_dir: Path) -> str:
         port = f":{parts.port}" if parts.port else ""
         return f"webhook {parts.scheme}://{parts.host}{port}"
     if isinstance(sink, GitSink):
-        return f"git {_path(sink.repo, base_dir)}"
-    return f"file {_path(sink.path, base_dir)}"
-
-
-def _path(path: Path, base_dir: Path) -> Path:
-    return path if path.is_absolute() else base_dir / path
+        return f"git {sink_path(sink.repo, base_dir)}"
+    return f"file {sink_path(sink.path, base_dir)}"
 
 
 def file_name(time: datetime, vantage: str, reason: str) -> str:
@@ -118,7 +118,7 @@ def _write_new(path: Path, text: str) -> None:
 
 
 def _deliver_file(sink: FileSink, document: Document, base_dir: Path) -> None:
-    target = _path(sink.path, base_dir)
+    target = sink_path(sink.path, base_dir)
     try:
         if sink.mode == "folder":
             target.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def _git(repo: Path, timeout: float, *args: str, check: bool = True) -> tuple[in
 
 
 def _deliver_git(sink: GitSink, document: Document, base_dir: Path) -> None:
-    repo = _path(sink.repo, base_dir)
+    repo = sink_path(sink.repo, base_dir)
     if not repo.is_dir():
         raise SinkError("no such folder (clone the customer's repository there)")
     code, _ = _git(repo, sink.timeout, "rev-parse", "--show-toplevel", check=False)
@@ -253,52 +253,6 @@ def deliver_all(settings: CheckpointsConfig, text: str, base_dir: Path) -> dict[
         except SinkError as exc:
             failed[describe(sink, base_dir)] = str(exc)
     return failed
-
-
-# -- reading back --------------------------------------------------------------------------
-
-
-def stored_checkpoints(config: ConfigFile) -> Iterator[tuple[str, str]]:
-    """(where, text) of every checkpoint the file and git sinks hold (a webhook's are the
-    receiver's), bounded in count and size; unreadable entries are skipped."""
-    settings = config.config.checkpoints
-    if settings is None:
-        return
-    base_dir = config.path.parent
-    seen = 0
-    for sink in settings.sinks:
-        if isinstance(sink, WebhookSink):
-            continue
-        if isinstance(sink, GitSink):
-            folder, mode = _path(sink.repo, base_dir) / sink.folder, "folder"
-        else:
-            folder, mode = _path(sink.path, base_dir), sink.mode
-        if mode == "append":
-            try:
-                with open(folder, encoding="utf-8") as lines:
-                    for number, line in enumerate(lines, 1):
-                        seen += 1
-                        if seen > MAX_STORED_FILES:
-                            return
-                        if line.strip() and len(line) <= MAX_STORED_BYTES:
-                            yield f"{folder}:{number}", line
-            except (OSError, UnicodeDecodeError):
-                continue
-            continue
-        try:
-            names = sorted(n for n in os.listdir(folder) if n.startswith("checkpoint-"))
-        except OSError:
-            continue
-        for name in names:
-            seen += 1
-            if seen > MAX_STORED_FILES:
-                return
-            path = folder / name
-            try:
-                if path.is_file() and path.stat().st_size <= MAX_STORED_BYTES:
-                    yield str(path), path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue
 
 
 # -- the daemon's job ------------------------------------------------------------------------

@@ -29,12 +29,14 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from ..config.models import ConfigFile, TargetBase
-from ..errors import LedgerError
+from ..errors import LedgerError, UserError
 from ..ledger.minute_csv import parse_instant
 from ..ledger.opening import ledger_location, ledger_password
 from ..ledger.view import LedgerView
 from ..reports.evidence import write_evidence
 from ..reports.report import Report, build_report, render_html, render_json
+from ..reports.signing import signing_key
+from ..reports.stored_checkpoints import stored_checkpoints
 from ..sla import ServiceMonth
 from . import charts, model
 from .reads import StatusLedger
@@ -409,9 +411,12 @@ class StatusPage:
             raise _not_found("evidence is not offered on a public status page")
         target = self._target(request)
         month = self._month(target, request.match_info["month"])
-        digest = self.config_of().digest
+        config = self.config_of()
         async with self._evidence_slot:  # one pack at a time: each reads a month of attempts
-            body = await self._run(self._pack, target, month, self._as_of(target.name), digest)
+            try:
+                body = await self._run(self._pack, target, month, self._as_of(target.name), config)
+            except UserError as exc:  # the signing key went missing since the start
+                raise _error(web.HTTPServiceUnavailable, str(exc)) from None
         name = f"evidence-{target.name}-{month.start:%Y-%m}"
         return web.Response(
             body=body,
@@ -419,13 +424,23 @@ class StatusPage:
             headers={**_HEADERS, "Content-Disposition": f'attachment; filename="{name}.zip"'},
         )
 
-    def _pack(self, target: TargetBase, month: ServiceMonth, as_of: datetime, digest: str) -> bytes:
-        """The pack `im-prober evidence` writes, in a folder inside a zip."""
+    def _pack(
+        self, target: TargetBase, month: ServiceMonth, as_of: datetime, config: ConfigFile
+    ) -> bytes:
+        """The pack `im-prober evidence` writes, in a folder inside a zip: signed with the
+        configured key, carrying the stored checkpoint that covers the month."""
         report = self._report(target, month, as_of)
         folder_name = f"evidence-{target.name}-{month.start:%Y-%m}"
         with tempfile.TemporaryDirectory(prefix="im-prober-evidence-") as tmp:
             folder = Path(tmp) / folder_name
-            write_evidence(self._ledger_ready(), report, folder, config_digest=digest)
+            write_evidence(
+                self._ledger_ready(),
+                report,
+                folder,
+                config_digest=config.digest,
+                key=signing_key(config),
+                checkpoints=stored_checkpoints(config),
+            )
             out = io.BytesIO()
             with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as pack:
                 for path in sorted(folder.iterdir()):

@@ -39,6 +39,8 @@ lint: $(BIN)/.installed
 # chromium: the status page tests drive Debian's headless Chromium (Playwright never downloads one).
 # postgresql: the ledger tests start their own cluster; its binaries are not on PATH (and
 # libpq-dev's pg_config answers without a server), so initdb is looked for where Debian puts it.
+# prosody-modules: the xmpp rate-limit tests enable its mod_c2s_conn_throttle and mod_firewall
+# (no binary: the module file is looked for where Debian puts it).
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
 	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
 	prosody:prosody prosodyctl:prosody chromium:chromium sqlite3:sqlite3
@@ -46,6 +48,8 @@ system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	test -f /usr/lib/prosody/modules/mod_c2s_conn_throttle/mod_c2s_conn_throttle.lua || \
+	  missing="$$missing prosody-modules"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \

@@ -41,9 +41,11 @@ from prober.adapters.http import HttpAdapter, HttpSection
 from prober.adapters.matrix import MatrixAdapter, MatrixSection
 from prober.adapters.tencent_im import TencentImAdapter, TencentSection
 from prober.adapters.transport import local_resource_error
+from prober.adapters.xmpp import XmppAdapter, XmppSection
 from prober.config.models import NetworkCheckConfig, parse_config
 from prober.config.secrets import Secret
 from prober.ledger.store import Ledger
+from prober.runtime.attempt import run_attempt as record_attempt
 from prober.runtime.netcheck import NetworkCheck
 from prober.runtime.plan import Planned
 from prober.runtime.probe_once import _one
@@ -53,6 +55,13 @@ from prober.sla import Outcome, Reason, State
 
 from .chat_app import ChatServer, free_port
 from .child_process import Isolated, isolated
+from .prosody_fixture import (  # noqa: F401 - the session fixture
+    DOMAIN,
+    PASSWORD,
+    PEER_PASSWORD,
+    Prosody,
+    prosody_server,
+)
 from .runtime_util import BASE, FakeClock
 from .tencent_emulator import TencentEmulator
 
@@ -267,16 +276,86 @@ def test_an_external_command_that_cannot_be_spawned_for_lack_of_descriptors_is_t
     assert healthy.outcome is Outcome.SUCCESS
 
 
+def xmpp_adapter(at: tuple[int, str | None]) -> XmppAdapter:
+    """The probe accounts of the test Prosody; `at` is its c2s port and CA file."""
+    port, ca_file = at
+    section = XmppSection.model_validate(
+        {
+            "jid": f"probe@{DOMAIN}",
+            "password": Secret(PASSWORD, "env:XMPP_PASSWORD"),
+            "host": "127.0.0.1",
+            "port": port,
+            "ca_file": ca_file,
+            "peer_jid": f"probe-peer@{DOMAIN}",
+            "peer_password": Secret(PEER_PASSWORD, "env:XMPP_PEER_PASSWORD"),
+        }
+    )
+    return XmppAdapter("xm", section, TIMEOUT)
+
+
+def xmpp_at(prosody: Prosody) -> tuple[int, str]:
+    return prosody.c2s_port, str(prosody.ca.path)
+
+
+def _xmpp_starved(at: tuple[int, str]) -> list[tuple[str, str, str]]:
+    """The runtime's record (its run_attempt) of xmpp attempts with and without descriptors:
+    (probe, outcome/kind, detail) each."""
+
+    async def main() -> list[tuple[str, str, str]]:
+        adapter, done = xmpp_adapter(at), []
+
+        async def run(probe: str, starve: bool) -> None:
+            context = ProbeContext(adapter.target, probe, TIMEOUT, time.time(), "a1")
+            with descriptors_used_up() if starve else contextlib.nullcontext():
+                record = await record_attempt(adapter, context)
+            done.append((probe, f"{record.outcome}/{record.error_kind}", record.detail))
+
+        try:
+            # before any session: even the CA file cannot be read to build the TLS context
+            await run("login", starve=True)
+            await run("login", starve=False)
+            # the TLS context is built (and shared): now the socket cannot be made
+            for probe in ("login", "send_c2c", "ping"):
+                await run(probe, starve=True)
+            await run("send_c2c", starve=False)
+            # a kept session needs no new descriptor: it goes on working
+            await run("send_c2c", starve=True)
+        finally:
+            await adapter.aclose()
+        return done
+
+    return asyncio.run(main())
+
+
+def test_an_xmpp_attempt_with_no_free_descriptor_is_the_probers_fault(
+    child: Isolated, prosody: Prosody
+) -> None:
+    done = starved(child, _xmpp_starved, xmpp_at(prosody))
+    fault, ok = "prober_fault/local_resources", "success/"
+    assert [(probe, seen) for probe, seen, _ in done] == [
+        ("login", fault),
+        ("login", ok),
+        ("login", fault),
+        ("send_c2c", fault),
+        ("ping", fault),
+        ("send_c2c", ok),
+        ("send_c2c", ok),
+    ], done
+    for _, seen, detail in done:
+        assert seen == ok or "Too many open files" in detail, detail
+
+
 def test_an_external_command_that_does_not_exist_is_still_a_config_error(tmp_path: Path) -> None:
     section = ExternalSection.model_validate({"command": [str(tmp_path / "no-such-probe")]})
     result = asyncio.run(attempt(ExternalAdapter("ext", section, TIMEOUT), "login"))
     assert (result.outcome, result.error_kind) == (Outcome.CLIENT_ERROR, "config")
 
 
-@pytest.mark.parametrize("kind", ["http", "matrix", "tencent_im"])
+@pytest.mark.parametrize("kind", ["http", "matrix", "tencent_im", "xmpp"])
 def test_a_refused_connection_is_still_the_providers_failure(kind: str, emulator) -> None:
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     adapters = {
+        "xmpp": lambda: (xmpp_adapter((int(closed.rsplit(":", 1)[1]), None)), "login"),
         "http": lambda: (http_adapter(closed), "ping"),
         "matrix": lambda: (matrix_adapter(closed), "login"),
         "tencent_im": lambda: (

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from prober.adapters import ProbeContext
 from prober.adapters.http import HttpAdapter, HttpSection
+from prober.adapters.xmpp import XmppAdapter
 from prober.expose.metrics import Exposition, TargetInfo
 from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
@@ -35,6 +36,7 @@ from prober.stats import RuntimeStats
 
 from .certs import CA, Leaf
 from .chat_app import free_port
+from .prosody_fixture import Prosody, prosody_server, section  # noqa: F401 - the fixture
 from .test_prometheus_rules import promtool
 
 METRIC = "im_probe_tls_cert_expiry_timestamp_seconds"
@@ -204,3 +206,35 @@ def test_the_earliest_of_each_probes_latest_shows_and_a_renewal_replaces_it() ->
     assert series(shown) == {"chat": 2_000_000_000.0}
     # a probe no longer configured no longer counts
     assert series(exposition(stats, ("empty",))) == {"chat": 2_100_000_000.0}
+
+
+def test_xmpp_attempts_carry_the_servers_not_after_on_login_and_on_kept_sessions(
+    prosody: Prosody,
+) -> None:
+    expected = x509.load_pem_x509_certificate(prosody.cert.read_bytes())
+    expected_not_after = expected.not_valid_after_utc.timestamp()
+    probes = ["login", "send_c2c", "send_group", "ping", "send_c2c"]
+
+    async def main(
+        probes: list[str] = probes, **extra: object
+    ) -> tuple[list[Attempt], list[tuple[int, ...]]]:
+        adapter = XmppAdapter("xm", section(prosody, verify_delivery=True, **extra), TIMEOUT)
+        done, kept = [], []
+        try:
+            for probe in probes:
+                context = ProbeContext("xm", probe, TIMEOUT, time.time(), f"a-{probe}")
+                done.append(await run_attempt(adapter, context))
+                kept.append(tuple(id(s) for s in adapter.sessions.values()))
+        finally:
+            await adapter.aclose()
+        return done, kept
+
+    for extra in ({}, {"tls": "direct", "port": prosody.tls_port}):
+        done, kept = asyncio.run(main(**extra))
+        assert [a.outcome for a in done] == [Outcome.SUCCESS] * len(probes), (extra, done)
+        assert [a.tls_not_after for a in done] == [expected_not_after] * len(probes), extra
+        # the attempts after the first send ran on the sessions it opened: no new handshake
+        assert len(set(kept[1:])) == 1 and len(kept[1]) == 2, kept
+    # no certificate when the handshake fails (an unknown CA), on a login or a kept session
+    untrusted, _ = asyncio.run(main(["login", "send_c2c"], ca_file=None))
+    assert [(a.error_kind, a.tls_not_after) for a in untrusted] == [("tls", None)] * 2

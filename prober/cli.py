@@ -103,9 +103,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from .reports.evidence import write_evidence
+    from .reports.evidence import TIMESTAMP, timestamp_pack, write_evidence
     from .reports.signing import signing_key
     from .reports.stored_checkpoints import stored_checkpoints
+    from .reports.timestamp import TimestampError, stamper
 
     missing = [flag for flag in ("config", "target", "month", "out") if not getattr(args, flag)]
     if missing:
@@ -114,6 +115,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     config = load_config(args.config, resolve_secrets=False)
     compute = _report_for(args, config)
     key = signing_key(config)
+    authority = stamper(config)
     with _read_ledger(config) as ledger:
         report = compute(ledger)
         files = write_evidence(
@@ -124,6 +126,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
             force=args.force,
             key=key,
             checkpoints=stored_checkpoints(config),
+            timestamp_by=None if authority is None else authority.shown,
         )
     print(
         f"wrote {len(files)} files to {args.out} ({report.figures.apparent_failure} failed minutes)"
@@ -134,15 +137,31 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         print("not signed: set evidence.signing_key in the config to sign packs")
     else:
         print(f"signed by key {key.public.fingerprint}")
+    if authority is None:
+        return 0
+    # the pack stands without its timestamp: made, and the command says so and exits 1,
+    # as `ledger checkpoint` does when a sink cannot be reached
+    try:
+        token = timestamp_pack(Path(args.out), authority)
+    except TimestampError as exc:
+        print(
+            f"not timestamped: {exc}; the pack is made without {TIMESTAMP} (make it again "
+            "with --force to try again)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"timestamped: SHA256SUMS existed at {token.time_iso} by {token.authority} ({TIMESTAMP})")
     return 0
 
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
     from .reports.pack_check import check_pack
     from .reports.signing import load_public_key
+    from .reports.timestamp import load_authority
 
     trusted = load_public_key(Path(args.key)) if args.key else None
-    proof = check_pack(Path(args.dir), trusted)
+    tsa = load_authority(Path(args.tsa_ca), "TSA CA file") if args.tsa_ca else None
+    proof = check_pack(Path(args.dir), trusted, tsa)
     sys.stdout.write(proof.render())
     return 0 if proof.ok else 1
 
@@ -620,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_evidence_verify)
     check.add_argument("dir", metavar="DIR", help="the pack's folder")
     check.add_argument("--key", metavar="PUB", help="the public key you trust (PEM)")
+    check.add_argument(
+        "--tsa-ca",
+        metavar="FILE",
+        help="the time-stamping authority's CA certificate(s) you trust (PEM): check the "
+        "timestamp's signature",
+    )
     sub.add_argument(
         "--force",
         action="store_true",

@@ -1,6 +1,6 @@
-"""The config of signed evidence and of checkpoints: the signing key, and where the daily
-and month-end checkpoints of the ledger's chain heads go (a file, a webhook, a git
-repository the customer controls)."""
+"""The config of signed evidence and of checkpoints: the signing key, the time-stamping
+authority of packs, and where the daily and month-end checkpoints of the ledger's chain heads
+go (a file, a webhook, a git repository the customer controls)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,52 @@ def sink_path(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def http_url(value: str, credentials: str) -> str:
+    """An http(s) URL with a host, bounded, without credentials (`credentials` says where
+    they go instead)."""
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"no credentials in the URL: {credentials}")
+    return value
+
+
+class TimestampAuthorityConfig(Strict):
+    """An RFC 3161 time-stamping authority that stamps each pack's SHA256SUMS."""
+
+    url: str = Field(description="http(s) URL the timestamp query is POSTed to")
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the authority's CA certificate(s), relative to the config "
+        "file's folder: each token is checked against it before the pack keeps it",
+    )
+    timeout: Annotated[Duration, within(at_least=1.0, at_most=60.0)] = Field(
+        10.0, description="for the whole exchange; an authority slower than that is skipped"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return http_url(value, "a time-stamping authority is asked without them")
+
+
 class EvidenceConfig(Strict):
     signing_key: SecretRef | None = Field(
         None,
         description="Ed25519 private key (PEM) that signs evidence packs and checkpoints, "
         "e.g. {file: keys/evidence.key}; `im-prober keygen` makes one",
+    )
+    timestamp_authority: TimestampAuthorityConfig | None = Field(
+        None,
+        description="an RFC 3161 time-stamping authority: each pack's SHA256SUMS gets its "
+        "token (SHA256SUMS.tsr), a third party's word for when the pack existed",
     )
 
 
@@ -53,18 +94,7 @@ class WebhookSink(Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if len(value) > MAX_URL_LENGTH:
-            raise ValueError(f"longer than {MAX_URL_LENGTH} characters")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValueError("not a URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("no credentials in the URL: put the token in `token`")
-        return value
+        return http_url(value, "put the token in `token`")
 
 
 class GitSink(Strict):

@@ -28,12 +28,14 @@ from .chain_files import FILES as CHAIN_FILES
 from .chain_files import write_files
 from .report import Report, as_dict, render_html, render_text
 from .signing import Checkpoint, CheckpointError, SigningKey, read_checkpoint
+from .timestamp import Stamper, Token, request_token
 
 # Every file a pack may consist of. A folder holding anything else is refused, even with
 # --force: SHA256SUMS must describe exactly what the folder holds. The public key, the
-# checkpoint and the signature are there when the pack was made with them.
+# checkpoint, the signature and the timestamp are there when the pack was made with them.
 SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.sig"  # the raw Ed25519 signature of SHA256SUMS
+TIMESTAMP = "SHA256SUMS.tsr"  # an RFC 3161 timestamp response over SHA256SUMS
 PUBLIC_KEY = "public_key.pem"
 CHECKPOINT = "checkpoint.json"
 PACK_FILES = (
@@ -49,6 +51,7 @@ PACK_FILES = (
     CHECKPOINT,
     SUMS,
     SIGNATURE,
+    TIMESTAMP,
 )
 
 ATTEMPT_FIELDS = [
@@ -165,10 +168,12 @@ def write_evidence(
     force: bool = False,
     key: SigningKey | None = None,
     checkpoints: Iterable[tuple[str, str]] = (),
+    timestamp_by: str | None = None,
 ) -> dict[str, str]:
     """Write the pack into `out_dir` (new or empty; with `force`, replacing an earlier
     pack); returns file name → SHA-256. With `key` the pack is signed; `checkpoints` are the
-    stored ones ((where, text)) it may carry one of."""
+    stored ones ((where, text)) it may carry one of; `timestamp_by` names the authority
+    `timestamp_pack` is to ask next (summary.json says so, as the token cannot)."""
     _prepare_folder(out_dir, force)
     month = report.month
     end = month.start_minute + report.figures.total
@@ -257,6 +262,8 @@ def write_evidence(
         "config_sha256": config_digest,
         "signed_by": None if key is None else key.public.fingerprint,
         "checkpoint": None if chosen is None else chosen.time_iso,
+        # the token covers SHA256SUMS, which covers this file: what was asked, not its answer
+        "timestamp": timestamp_by and {"authority": timestamp_by, "token": TIMESTAMP},
         "chained_rows": dict(sorted(rows.items())),
         "files": dict(sorted(files.items())),
     }
@@ -269,6 +276,14 @@ def write_evidence(
     if key is not None:  # the signature covers SHA256SUMS, and so every file it lists
         _create_bytes(out_dir / SIGNATURE, key.sign(sums.encode("ascii")))
     return {**files, "summary.json": _sha256(summary_path)}
+
+
+def timestamp_pack(out_dir: Path, stamper: Stamper) -> Token:
+    """The authority's token over the pack's SHA256SUMS, kept as SHA256SUMS.tsr. Raises
+    TimestampError (and writes nothing) when the authority gives no usable token."""
+    token = request_token(stamper, (out_dir / SUMS).read_bytes())
+    _create_bytes(out_dir / TIMESTAMP, token.der)
+    return token
 
 
 def chain_parts(ledger: Ledger, target: str, start: int, end: int) -> list[chain.Segment]:

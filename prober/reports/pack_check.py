@@ -5,9 +5,9 @@ ledger, another machine.
 Each check ends in one sentence: proved, not proved (nothing broken, but nothing shown
 either), or broken. The checks: every file listed in SHA256SUMS and matching it, nothing
 unlisted; the Ed25519 signature of SHA256SUMS, by the key the pack carries and, with --key,
-by the key the reader trusts; the chained rows recomputed link by link; the checkpoint's
-signature and its heads against those rows; the pack's failed minutes and attempts against
-the chained rows.
+by the key the reader trusts; the RFC 3161 timestamp of SHA256SUMS, its signature with
+--tsa-ca; the chained rows recomputed link by link; the checkpoint's signature and its heads
+against those rows; the pack's failed minutes and attempts against the chained rows.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .chain_files import (
     read_rows,
 )
 from .chain_files import FILES as CHAIN_FILES
-from .evidence import CHECKPOINT, PACK_FILES, PUBLIC_KEY, SIGNATURE, SUMS, iso_millis
+from .evidence import CHECKPOINT, PACK_FILES, PUBLIC_KEY, SIGNATURE, SUMS, TIMESTAMP, iso_millis
 from .signing import (
     MAX_CHECKPOINT_BYTES,
     MAX_PUBLIC_KEY_BYTES,
@@ -50,11 +50,13 @@ from .signing import (
     read_bounded,
     read_checkpoint,
 )
+from .timestamp import MAX_TOKEN_BYTES, Authority, TokenError, check_authority, read_token
 
 MAX_ENTRIES = 100
 MAX_SUMS_BYTES = 64 << 10
 MAX_JSON_BYTES = 64 << 20
 FAILED_CODE = STATE_CODES[State.APPARENT_FAILURE]
+OVER_SUMS = (SUMS, SIGNATURE, TIMESTAMP)  # made from SHA256SUMS, so never listed in it
 SUM_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9_.-]{1,100})")
 
 
@@ -123,7 +125,7 @@ def _check_sums(folder: Path, entries: dict[str, bool], proof: Proof) -> dict[st
         lines = ["?"]
     for number, line in enumerate(lines, 1):
         match = SUM_LINE.fullmatch(line)
-        if match is None or match.group(2) in listed or match.group(2) in (SUMS, SIGNATURE):
+        if match is None or match.group(2) in listed or match.group(2) in OVER_SUMS:
             proof.add(Level.BROKEN, f"{SUMS} line {number} is not `<sha256>  <file name>`")
             return {}
         listed[match.group(2)] = match.group(1)
@@ -135,7 +137,7 @@ def _check_sums(folder: Path, entries: dict[str, bool], proof: Proof) -> dict[st
             broken.append(f"{name} is not a regular file")
         elif _sha256(folder / name) != expected:
             broken.append(f"{name} does not match its checksum: it was changed after the pack")
-    for name in sorted(set(entries) - set(listed) - {SUMS, SIGNATURE}):
+    for name in sorted(set(entries) - set(listed) - set(OVER_SUMS)):
         broken.append(f"{name} is in the folder but not listed in {SUMS}: it was added")
     for sentence in broken:
         proof.add(Level.BROKEN, sentence)
@@ -195,6 +197,64 @@ def _check_signature(
     return key
 
 
+def _check_timestamp(
+    folder: Path, entries: dict[str, bool], tsa: Authority | None, proof: Proof
+) -> None:
+    """The token over SHA256SUMS: that it covers this SHA256SUMS and, with the reader's CA,
+    that a timestamping certificate under it signed it; the time it proves."""
+    if TIMESTAMP not in entries:
+        summary = load_json(folder, "summary.json", entries)
+        asked = summary.get("timestamp") if isinstance(summary, dict) else None
+        authority = asked.get("authority") if isinstance(asked, dict) else None
+        if tsa is not None:
+            proof.add(
+                Level.BROKEN,
+                f"the pack holds no timestamp ({TIMESTAMP}), and you asked for one by an "
+                f"authority {tsa.source} vouches for",
+            )
+        elif isinstance(authority, str):
+            proof.add(
+                Level.NOT_PROVED,
+                f"the pack was to be timestamped by {authority[:200]} but holds no token (the "
+                "authority gave none when it was made): only its maker says when it was made",
+            )
+        else:
+            proof.add(
+                Level.NOT_PROVED,
+                "the pack has no timestamp (made without evidence.timestamp_authority): only "
+                "its maker says when it was made",
+            )
+        return
+    if not entries[TIMESTAMP] or not entries.get(SUMS):
+        proof.add(
+            Level.BROKEN,
+            f"the timestamp cannot be checked: {TIMESTAMP} or {SUMS} is not a regular file",
+        )
+        return
+    data = read_bounded(folder / TIMESTAMP, MAX_TOKEN_BYTES, "timestamp token")
+    sums = read_bounded(folder / SUMS, MAX_SUMS_BYTES, "checksum list")
+    try:
+        token = read_token(data, sums)
+        if tsa is not None:
+            check_authority(token, sums, tsa)
+    except TokenError as exc:
+        proof.add(Level.BROKEN, f"the timestamp {TIMESTAMP} does not hold: {exc}")
+        return
+    if tsa is None:
+        proof.add(
+            Level.NOT_PROVED,
+            f"timestamp present but its authority not checked: the token says {SUMS} existed "
+            f"at {token.time_iso} by {token.authority}; give --tsa-ca FILE (the authority's "
+            "CA certificate) to check who signed it",
+        )
+    else:
+        proof.add(
+            Level.PROVED,
+            f"{SUMS} existed at {token.time_iso} by {token.authority} (its token signed "
+            f"under {tsa.source})",
+        )
+
+
 def _checkpoint(
     folder: Path,
     entries: dict[str, bool],
@@ -227,8 +287,11 @@ def load_json(folder: Path, name: str, entries: dict[str, bool]) -> Any:
         return None
 
 
-def check_pack(folder: Path, trusted: PublicKey | None = None) -> Proof:
-    """Every check of a pack's folder, each with its sentence."""
+def check_pack(
+    folder: Path, trusted: PublicKey | None = None, tsa: Authority | None = None
+) -> Proof:
+    """Every check of a pack's folder, each with its sentence; `trusted` is the signing key
+    and `tsa` the time-stamping authority's CA the reader trusts."""
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder (give the evidence pack's folder)")
     entries = _entries(folder)
@@ -237,6 +300,7 @@ def check_pack(folder: Path, trusted: PublicKey | None = None) -> Proof:
     proof = Proof(folder)
     _check_sums(folder, entries, proof)
     pack_key = _check_signature(folder, entries, trusted, proof)
+    _check_timestamp(folder, entries, tsa, proof)
     checkpoint = _checkpoint(folder, entries, trusted, pack_key, proof)
     seen = _check_chains(folder, entries, checkpoint, proof)
     if seen is not None:

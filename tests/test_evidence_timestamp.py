@@ -71,7 +71,7 @@ class Authority:
         (folder / "serial").write_text("01\n")
         # No `certs =` line: the token carries the signer's certificate only. With the CA
         # too, openssl writes the certificate SET in chain order, not DER order, and
-        # rfc3161-client refuses such a token about half the time (by the certificates' bytes).
+        # rfc3161-client refuses to read such a token (InvalidSetOrdering).
         section = f"""\
 serial = {folder}/serial
 crypto_device = builtin

@@ -138,9 +138,10 @@ def request_token(stamper: Stamper, manifest: bytes) -> Token:
     body = asyncio.run(_post(stamper, request.as_bytes()))
     try:
         response = decode_timestamp_response(body)
-    except ValueError:
+    except ValueError as exc:
         raise TimestampError(
             f"{stamper.shown} answered with something that is not a timestamp response"
+            + _parse_reason(str(exc))
         ) from None
     if response.status != PKIStatus.GRANTED:
         said = "; ".join(response.status_string)[:200]
@@ -193,8 +194,10 @@ def read_token(data: bytes, manifest: bytes) -> Token:
     try:
         response = decode_timestamp_response(data)
         info = response.tst_info
-    except ValueError:
-        raise TokenError("it is not a timestamp token: it was damaged or replaced") from None
+    except ValueError as exc:
+        raise TokenError(
+            "it is not a timestamp token: it was damaged or replaced" + _parse_reason(str(exc))
+        ) from None
     if response.status != PKIStatus.GRANTED:
         raise TokenError(f"it holds status {_status(response.status)}, not a granted token")
     digest = DIGESTS.get(info.message_imprint.hash_algorithm)
@@ -259,6 +262,13 @@ def _authority_name(response: TimeStampResponse) -> str:
     if signers:
         return f"{signers[0].issuer.rfc4514_string()[:160]} serial {signers[0].serial_number}"
     return "an unnamed authority"
+
+
+def _parse_reason(text: str) -> str:
+    """What rfc3161-client's parser stumbled on, when it says (e.g. InvalidSetOrdering: a
+    token whose certificates are not in DER order, as some authorities send them)."""
+    found = re.search(r"kind: (\w{1,40})", text)
+    return f" (ASN.1: {found.group(1)})" if found else ""
 
 
 def _status(code: int) -> str:

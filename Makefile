@@ -41,9 +41,10 @@ lint: $(BIN)/.installed
 # libpq-dev's pg_config answers without a server), so initdb is looked for where Debian puts it.
 # prosody-modules: the xmpp rate-limit tests enable its mod_c2s_conn_throttle and mod_firewall
 # (no binary: the module file is looked for where Debian puts it).
+# sqlite3, openssl, git: the tamper, signature/timestamp and git-sink tests run the real tools.
 SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
 	prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
-	prosody:prosody prosodyctl:prosody chromium:chromium sqlite3:sqlite3
+	prosody:prosody prosodyctl:prosody chromium:chromium sqlite3:sqlite3 openssl:openssl git:git
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

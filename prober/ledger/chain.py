@@ -28,7 +28,7 @@ import hashlib
 import logging
 import struct
 import zlib
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -711,6 +711,100 @@ def _body(table: str) -> Callable[[tuple], bytes]:
     return lambda r: pack9(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
 
 
+def _chunks(db: Any, sql: str, args: tuple, size: int = 10_000) -> Iterator[list[tuple]]:
+    """The rows of a query a list at a time (bounded memory): SQLite's cursor as it is,
+    PostgreSQL's server-side cursor (store.py's stream) gathered into lists."""
+    if getattr(db, "path", None) is not None:
+        cursor = db.execute(sql, args)
+        while chunk := cursor.fetchmany(size):
+            yield chunk
+        return
+    chunk = []
+    for row in db.stream(sql, args, size):
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _quick_minutes(kb: bytes, prev: bytes, chunk: list[tuple]) -> list[int]:
+    """Indexes of the rows whose hash does not follow (rows: seq, 8 fields, hash)."""
+    pack, sha = _MINUTE.pack, _sha256
+    prevs = [prev, *(r[9] for r in chunk[:-1])]
+    return [
+        i
+        for i, (p, r) in enumerate(zip(prevs, chunk, strict=True))
+        if sha(p + kb + pack(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])).digest() != r[9]
+    ]
+
+
+def _quick_rounds(kb: bytes, prev: bytes, chunk: list[tuple]) -> list[int]:
+    pack, sha = _ROUND.pack, _sha256
+    prevs = [prev, *(r[3] for r in chunk[:-1])]
+    return [
+        i
+        for i, (p, r) in enumerate(zip(prevs, chunk, strict=True))
+        if sha(p + kb + pack(r[0], r[1], r[2])).digest() != r[3]
+    ]
+
+
+# Encodings of the texts and optional integers seen most (error kinds, statuses, empty
+# details): a few thousand, then no more are kept.
+_TEXTS: dict[str | bytes, bytes] = {}
+_NINTS: dict[int | None, bytes] = {None: _NULL}
+_KEEP = 4096
+
+
+def _quick_attempts(kb: bytes, prev: bytes, chunk: list[tuple]) -> list[int]:
+    """As _quick_minutes, for attempts (seq, minute, started_at, duration, outcome,
+    error_kind, error_code, http_status, detail, hash): one hash fed in parts."""
+    head, sha, texts, nints = _ATTEMPT_HEAD.pack, _sha256, _TEXTS, _NINTS
+    bad = []
+    for i, r in enumerate(chunk):
+        kind, code, status, detail = r[5], r[6], r[7], r[8]
+        k = texts.get(kind)
+        if k is None:
+            k = _text(kind)
+            if len(texts) < _KEEP:
+                texts[kind] = k
+        d = texts.get(detail)
+        if d is None:
+            d = _text(detail)
+            if len(texts) < _KEEP:
+                texts[detail] = d
+        c = nints.get(code)
+        if c is None:
+            c = _nint(code)
+            if len(nints) < _KEEP:
+                nints[code] = c
+        st = nints.get(status)
+        if st is None:
+            st = _nint(status)
+            if len(nints) < _KEEP:
+                nints[status] = st
+        h = sha(prev)
+        h.update(kb)
+        h.update(head(r[0], r[1], r[2], r[3], r[4]))
+        h.update(k)
+        h.update(c)
+        h.update(st)
+        h.update(d)
+        prev = r[9]
+        if h.digest() != prev:
+            bad.append(i)
+    return bad
+
+
+_QUICK: dict[str, Callable[[bytes, bytes, list[tuple]], list[int]]] = {
+    "minutes": _quick_minutes,
+    "vantage_minutes": _quick_minutes,
+    "attempts": _quick_attempts,
+    "network_rounds": _quick_rounds,
+}
+
+
 def _check_piece(db: Any, piece: _Piece) -> _Found:
     key, table = piece.key, piece.key.table
     params = _chain_params(table, piece.sid, piece.vantage)
@@ -744,7 +838,10 @@ def _check_piece(db: Any, piece: _Piece) -> _Found:
     )
     args = (*params, piece.lo) if piece.last else (*params, piece.lo, piece.hi)
     rows = 0
-    for r in db.stream(sql, args):
+
+    def slow(r: tuple) -> None:
+        """One row, every check spelled out: where the quick pass found something."""
+        nonlocal prev, expected, last_minute
         seq = r[0]
         if seq != expected:
             if seq > expected:
@@ -778,7 +875,28 @@ def _check_piece(db: Any, piece: _Piece) -> _Found:
         prev = digest if isinstance(digest, bytes) else None
         expected = seq + 1
         last_minute = r[1]
-        rows += 1
+
+    quick = _QUICK[table]
+    for chunk in _chunks(db, sql, args):
+        rows += len(chunk)
+        n = len(chunk)
+        # The quick pass: consecutive seqs within the head, every link recomputed at once.
+        if (
+            prev is not None
+            and chunk[0][0] == expected
+            and chunk[-1][0] == expected + n - 1
+            and (not piece.last or chunk[-1][0] <= piece.hi)
+            and [r[0] for r in chunk] == list(range(expected, expected + n))
+        ):
+            try:
+                bad = quick(kb, prev, chunk)
+            except (struct.error, TypeError, ValueError, OverflowError, AttributeError):
+                bad = None  # a value of the wrong type somewhere: row by row
+            if bad is not None and not bad:
+                prev, expected, last_minute = chunk[-1][-1], expected + n, chunk[-1][1]
+                continue
+        for r in chunk:
+            slow(r)
     end = piece.hi + 1
     if expected < end:
         if piece.last:

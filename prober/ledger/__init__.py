@@ -1,5 +1,6 @@
 """The ledger: the store (`store`: the SQL both backends run — one transaction per minute,
-running totals, imports, reads), on SQLite (`sqlite_file`: the default single file; schema,
+running totals, imports, reads; every evidence row a link of a hash chain, `chain`: the
+encoding, the links written, `verify`), on SQLite (`sqlite_file`: the default single file; schema,
 migrations, PRAGMAs, read-only opening for read commands) or PostgreSQL (`postgres`: a
 fleet's shared database; its schema, versions, reconnecting), chosen by `opening` from the
 config; the fleet's rows (`fleet`), its integer codes (`codes`), the one-daemon locks

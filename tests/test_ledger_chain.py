@@ -181,6 +181,22 @@ def test_a_minute_already_in_the_ledger_does_not_advance_its_chain(backend: Back
     assert verified(backend).ok
 
 
+def test_a_series_id_a_rolled_back_write_gave_back_is_chained_under_its_new_name(
+    backend: Backend,
+) -> None:
+    with backend.open() as ledger:
+        fill(ledger, count=1)
+        # no 64-bit integer: the transaction fails after it made series b's ids
+        bad = Attempt("b", "login", M * 60 + 1, 0.1, Outcome.FAILURE, "x", 2**70)
+        with pytest.raises(Exception, match="format|out of range|int"):
+            ledger.write_minutes([decided("b", M, ("login",), [bad])])
+        good = [Attempt("c", "login", M * 60 + 1, 0.1, Outcome.SUCCESS, vantage="v1")]
+        ledger.write_minutes([decided("c", M, ("login",), good)])
+    result = verified(backend)
+    assert result.ok, breaks_of(result)
+    assert result.chains["minutes"] == 3 + 2
+
+
 def test_an_import_beside_the_daemon_never_forks_a_chain(backend: Backend) -> None:
     """Two connections extend the same chains, in turn and at once (`ledger import` while
     the daemon runs; on PostgreSQL a second closer): each reads the heads inside its write

@@ -149,6 +149,7 @@ class Ledger:
         self._series: dict[tuple[str, str], int] = {}
         self._created: list[tuple[str, str]] = []  # series added by the open transaction
         self._chain_keys: dict[tuple[str, int, str], ChainKey] = {}
+        self._names: dict[int, tuple[str, str]] = {}  # series id -> (target, probe)
         created_by = f"im-prober {__version__}"
         self._db: SqliteFile | PostgresConnection
         if is_url(location):
@@ -233,16 +234,18 @@ class Ledger:
             table, sid, vantage = key
             target = probe = ""
             if sid:
-                names = [k for k, v in self._series.items() if v == sid]
-                if names:
-                    target, probe = names[0]
-                else:
+                names = self._names.get(sid)
+                if names is None:
+                    self._names = {v: k for k, v in self._series.items()}
+                    names = self._names.get(sid)
+                if names is None:
                     row = self._db.execute(
                         "SELECT target, probe FROM series WHERE id = ?", (sid,)
                     ).fetchone()
                     if row is None:
                         raise LedgerError(f"{self.where}: series {sid} is not in the ledger")
-                    target, probe = row
+                    names = self._names[sid] = (row[0], row[1])
+                target, probe = names
             found = self._chain_keys[key] = ChainKey(table, target, probe, vantage)
         return found
 
@@ -747,9 +750,13 @@ class _Transaction:
         self._db.write_failed(exc)
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-        # Series ids created in the rolled-back transaction do not exist any more.
+        # Series ids created in the rolled-back transaction do not exist any more (and
+        # SQLite may give their ids to other series): nor do the chain names kept for them.
         for key in self._ledger._created:
             self._ledger._series.pop(key, None)
+        if self._ledger._created:
+            self._ledger._names.clear()
+            self._ledger._chain_keys.clear()
         self._ledger._created = []
 
     # -- the chains -------------------------------------------------------------------------

@@ -400,7 +400,8 @@ def chain_existing(
     names = {sid: (t, p) for sid, t, p in execute("SELECT id, target, probe FROM series")}
     heads: list[tuple[str, int, str, int, bytes]] = []
     chained = dict.fromkeys(TABLES, 0)
-    # network_rounds has no id column: SQLite's rowid, PostgreSQL's ctid order its rows
+    # network_rounds has no id column: SQLite's rowid, PostgreSQL's ctid order its rows.
+    # Pages go on from the last row's (minute, id): `minute >= ?` lets the index find it.
     ident, after = ("ctid::text", "ctid > ?::tid") if postgres else ("rowid", "rowid > ?")
     plans = (
         (
@@ -426,7 +427,7 @@ def chain_existing(
             "SELECT DISTINCT series_id, vantage FROM attempts ORDER BY 1, 2",
             "SELECT minute, started_at, duration, outcome, error_kind, error_code, "
             "http_status, detail, id FROM attempts WHERE series_id = ? AND vantage = ? "
-            "AND seq IS NULL AND (minute > ? OR (minute = ? AND id > ?)) "
+            "AND seq IS NULL AND minute >= ? AND (minute > ? OR id > ?) "
             "ORDER BY minute, id LIMIT ?",
             "UPDATE attempts SET seq = ?, hash = ?, field_map = ? WHERE id = ?",
         ),
@@ -434,7 +435,7 @@ def chain_existing(
             "network_rounds",
             "SELECT DISTINCT 0, vantage FROM network_rounds ORDER BY 2",
             f"SELECT minute, all_failed, {ident} FROM network_rounds WHERE vantage = ? "
-            f"AND seq IS NULL AND (minute > ? OR (minute = ? AND {after})) "
+            f"AND seq IS NULL AND minute >= ? AND (minute > ? OR {after}) "
             f"ORDER BY minute, {ident.split('::')[0]} LIMIT ?",
             "UPDATE network_rounds SET seq = ?, hash = ?, field_map = ? WHERE "
             + ("ctid = ?::tid" if postgres else "rowid = ?"),

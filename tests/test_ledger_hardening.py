@@ -26,6 +26,7 @@ import pytest
 from prober.config.models import parse_config
 from prober.ledger.store import SCHEMA_VERSION, Ledger, MinuteRow
 from prober.records import Attempt, ClosedMinute
+from prober.reports.chain_files import FILES as CHAIN_FILES
 from prober.runtime.prober import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
@@ -530,6 +531,7 @@ def test_evidence_refuses_a_folder_that_is_not_empty_unless_force_and_never_fore
         "report.json",
         "report.txt",
         "summary.json",
+        *CHAIN_FILES,  # the month's chained rows (an unsigned pack: no key, no signature)
     ]
 
     def evidence(out: Path, *extra: str) -> tuple[int, str, str]:

@@ -175,6 +175,27 @@ def _nint(value: int | None) -> bytes:
     return _NULL if value is None else b"\x01" + _INT.pack(value)
 
 
+# Encodings of the texts and optional integers seen most (error kinds, statuses, empty
+# details): a few thousand, then no more are kept.
+_TEXTS: dict[str | bytes, bytes] = {}
+_NINTS: dict[int | None, bytes] = {None: _NULL}
+_KEEP = 4096
+
+
+def _cached_text(value: str | bytes) -> bytes:
+    found = _text(value)
+    if len(_TEXTS) < _KEEP:
+        _TEXTS[value] = found
+    return found
+
+
+def _cached_nint(value: int | None) -> bytes:
+    found = _nint(value)
+    if len(_NINTS) < _KEEP and type(value) is int:
+        _NINTS[value] = found
+    return found
+
+
 @lru_cache(maxsize=65536)
 def key_bytes(key: ChainKey) -> bytes:
     """The chain key's part of every encoding: its four names as text."""
@@ -272,21 +293,52 @@ def row_link(key: ChainKey, prev: bytes, seq: int, fields: Sequence[Any]) -> tup
     """(hash, field map) of a new row at `seq` after a row whose hash is `prev`: what the
     ledger stores with each row it writes (the same bytes as encode() and field_map(),
     packed once)."""
-    table = key.table
-    if table == "attempts":
-        minute, started, duration, outcome, kind, code, status, detail = fields
-        head = _ATTEMPT_HEAD.pack(seq, minute, started, duration, outcome)
-        parts = (head[8:16], head[16:24], head[24:32], head[32:40], _text(kind))
-        parts += (_nint(code), _nint(status), _text(detail))
-        body = head[:8] + b"".join(parts)
-    elif table == "network_rounds":
-        body = _ROUND.pack(seq, *fields)
-        parts = (body[8:16], body[16:24])
-    else:
-        body = _MINUTE.pack(seq, *fields)
-        parts = tuple(body[i : i + 8] for i in range(8, 72, 8))
-    digest = _sha256(prev + key_bytes(key) + body).digest()
-    return digest, bytes(zlib.crc32(part) & 0xFF for part in parts)
+    return LINKERS[key.table](key_bytes(key), prev, seq, fields)
+
+
+def _link_minute(kb: bytes, prev: bytes, seq: int, fields: Sequence[Any]) -> tuple[bytes, bytes]:
+    b = _MINUTE.pack(seq, *fields)
+    c = zlib.crc32
+    fields_map = bytes(
+        (
+            c(b[8:16]) & 0xFF, c(b[16:24]) & 0xFF, c(b[24:32]) & 0xFF, c(b[32:40]) & 0xFF,
+            c(b[40:48]) & 0xFF, c(b[48:56]) & 0xFF, c(b[56:64]) & 0xFF, c(b[64:72]) & 0xFF,
+        )
+    )  # fmt: skip
+    return _sha256(prev + kb + b).digest(), fields_map
+
+
+def _link_attempt(kb: bytes, prev: bytes, seq: int, fields: Sequence[Any]) -> tuple[bytes, bytes]:
+    minute, started, duration, outcome, kind, code, status, detail = fields
+    h = _ATTEMPT_HEAD.pack(seq, minute, started, duration, outcome)
+    texts, nints = _TEXTS, _NINTS
+    k = texts.get(kind) or _cached_text(kind)
+    d = texts.get(detail) or _cached_text(detail)
+    a = nints.get(code) or _cached_nint(code)
+    st = nints.get(status) or _cached_nint(status)
+    c = zlib.crc32
+    fields_map = bytes(
+        (
+            c(h[8:16]) & 0xFF, c(h[16:24]) & 0xFF, c(h[24:32]) & 0xFF, c(h[32:40]) & 0xFF,
+            c(k) & 0xFF, c(a) & 0xFF, c(st) & 0xFF, c(d) & 0xFF,
+        )
+    )  # fmt: skip
+    return _sha256(b"".join((prev, kb, h, k, a, st, d))).digest(), fields_map
+
+
+def _link_round(kb: bytes, prev: bytes, seq: int, fields: Sequence[Any]) -> tuple[bytes, bytes]:
+    b = _ROUND.pack(seq, *fields)
+    c = zlib.crc32
+    return _sha256(prev + kb + b).digest(), bytes((c(b[8:16]) & 0xFF, c(b[16:24]) & 0xFF))
+
+
+# Per table: (key bytes, previous hash, seq, fields) -> (hash, field map).
+LINKERS = {
+    "minutes": _link_minute,
+    "vantage_minutes": _link_minute,
+    "attempts": _link_attempt,
+    "network_rounds": _link_round,
+}
 
 
 # -- checking rows given in full (an evidence pack) --------------------------------------
@@ -751,47 +803,19 @@ def _quick_rounds(kb: bytes, prev: bytes, chunk: list[tuple]) -> list[int]:
     ]
 
 
-# Encodings of the texts and optional integers seen most (error kinds, statuses, empty
-# details): a few thousand, then no more are kept.
-_TEXTS: dict[str | bytes, bytes] = {}
-_NINTS: dict[int | None, bytes] = {None: _NULL}
-_KEEP = 4096
-
-
 def _quick_attempts(kb: bytes, prev: bytes, chunk: list[tuple]) -> list[int]:
     """As _quick_minutes, for attempts (seq, minute, started_at, duration, outcome,
     error_kind, error_code, http_status, detail, hash): one hash fed in parts."""
     head, sha, texts, nints = _ATTEMPT_HEAD.pack, _sha256, _TEXTS, _NINTS
     bad = []
     for i, r in enumerate(chunk):
-        kind, code, status, detail = r[5], r[6], r[7], r[8]
-        k = texts.get(kind)
-        if k is None:
-            k = _text(kind)
-            if len(texts) < _KEEP:
-                texts[kind] = k
-        d = texts.get(detail)
-        if d is None:
-            d = _text(detail)
-            if len(texts) < _KEEP:
-                texts[detail] = d
-        c = nints.get(code)
-        if c is None:
-            c = _nint(code)
-            if len(nints) < _KEEP:
-                nints[code] = c
-        st = nints.get(status)
-        if st is None:
-            st = _nint(status)
-            if len(nints) < _KEEP:
-                nints[status] = st
         h = sha(prev)
         h.update(kb)
         h.update(head(r[0], r[1], r[2], r[3], r[4]))
-        h.update(k)
-        h.update(c)
-        h.update(st)
-        h.update(d)
+        h.update(texts.get(r[5]) or _cached_text(r[5]))
+        h.update(nints.get(r[6]) or _cached_nint(r[6]))
+        h.update(nints.get(r[7]) or _cached_nint(r[7]))
+        h.update(texts.get(r[8]) or _cached_text(r[8]))
         prev = r[9]
         if h.digest() != prev:
             bad.append(i)

@@ -32,6 +32,10 @@ class Links(Protocol):
 
     def take_back(self, row: Sequence[Any]) -> None: ...
 
+    def snapshot(self) -> object: ...
+
+    def restore(self, snapshot: object) -> None: ...
+
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -308,6 +312,20 @@ class SqliteFile:
             for row in rows:
                 out += execute(sql, row).fetchall()
             return out
+        # Most batches are all new (the minutes just closed): linked in order and inserted
+        # in one executemany; when some row was there already, undone and done row by row.
+        if len(rows) > 1:
+            heads = links.snapshot()
+            linked = [(*row, *links.add(row)) for row in rows]
+            execute("SAVEPOINT new_rows")
+            cursor = self._db.executemany(sql.rpartition(" RETURNING ")[0], linked)
+            if cursor.rowcount == len(rows):
+                execute("RELEASE new_rows")
+                picks = [names.index(c.strip()) for c in returning.split(",")]
+                return [tuple(row[i] for i in picks) for row in linked]
+            execute("ROLLBACK TO new_rows")
+            execute("RELEASE new_rows")
+            links.restore(heads)
         for row in rows:
             extra = links.add(row)
             added = execute(sql, (*row, *extra)).fetchall()

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from ..errors import LedgerError, UserError
 from ..records import Attempt, ClosedMinute
 from ..sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
-from .chain import ChainKey, genesis, row_link
+from .chain import LINKERS, ChainKey, genesis, key_bytes
 from .codes import (
     OUTCOME_CODES,
     OUTCOMES_BY_CODE,
@@ -149,6 +149,7 @@ class Ledger:
         self._series: dict[tuple[str, str], int] = {}
         self._created: list[tuple[str, str]] = []  # series added by the open transaction
         self._chain_keys: dict[tuple[str, int, str], ChainKey] = {}
+        self._key_bytes: dict[tuple[str, int, str], bytes] = {}  # chain.key_bytes of each
         self._names: dict[int, tuple[str, str]] = {}  # series id -> (target, probe)
         created_by = f"im-prober {__version__}"
         self._db: SqliteFile | PostgresConnection
@@ -757,13 +758,14 @@ class _Transaction:
         if self._ledger._created:
             self._ledger._names.clear()
             self._ledger._chain_keys.clear()
+            self._ledger._key_bytes.clear()
         self._ledger._created = []
 
     # -- the chains -------------------------------------------------------------------------
 
     def prepare_chains(self, keys: Iterable[tuple[str, int, str]]) -> None:
         """Read (on PostgreSQL: lock) the heads of the chains this transaction extends."""
-        need = sorted({k for k in keys if k not in self._heads})
+        need = list({k: None for k in keys if k not in self._heads})
         if not need:
             return
         chain_key = self._ledger.chain_key
@@ -782,7 +784,10 @@ class _Transaction:
             self.prepare_chains([key])
             head = self._heads[key]
         seq = head[0] + 1
-        digest, fields_map = row_link(self._ledger.chain_key(key), head[1], seq, fields)
+        kb = self._ledger._key_bytes.get(key)
+        if kb is None:
+            kb = self._ledger._key_bytes[key] = key_bytes(self._ledger.chain_key(key))
+        digest, fields_map = LINKERS[key[0]](kb, head[1], seq, fields)
         self._before[key] = head
         self._heads[key] = (seq, digest)
         self._moved.add(key)
@@ -802,13 +807,26 @@ class _Transaction:
         return self.attempt_chains(attempts) + [("network_rounds", 0, r.vantage) for r in rounds]
 
     def insert_attempt_rows(self, rows: Sequence[tuple]) -> None:
-        """Attempt rows (as _attempt_row makes them), each appended to its chain."""
-        link = self.link
-        self._db.insert_all(
-            "attempts",
-            (*_ATTEMPT_COLUMNS_STORED, *LINK_COLUMNS),
-            [(*row, *link(("attempts", row[0], row[9]), row[1:9])) for row in rows],
-        )
+        """Attempt rows (as _attempt_row makes them), each appended to its chain (link()
+        spelled out: this runs for every attempt the prober makes)."""
+        heads, moved, known = self._heads, self._moved, self._ledger._key_bytes
+        linker = LINKERS["attempts"]
+        linked = []
+        for row in rows:
+            key = ("attempts", row[0], row[9])
+            head = heads.get(key)
+            if head is None:
+                self.prepare_chains([key])
+                head = heads[key]
+            kb = known.get(key)
+            if kb is None:
+                kb = known[key] = key_bytes(self._ledger.chain_key(key))
+            seq = head[0] + 1
+            digest, fields_map = linker(kb, head[1], seq, row[1:9])
+            heads[key] = (seq, digest)
+            moved.add(key)
+            linked.append((*row, seq, digest, fields_map))
+        self._db.insert_all("attempts", (*_ATTEMPT_COLUMNS_STORED, *LINK_COLUMNS), linked)
 
     def _flush_heads(self) -> None:
         # Sorted, as locked: two SQLite transactions never interleave, PostgreSQL's wait.
@@ -860,9 +878,13 @@ class _Transaction:
 
     def insert_pending(self, attempts: Iterable[Attempt], rounds: Iterable[NetworkRound]) -> None:
         series_id = self._ledger._series_id
-        attempts, rounds = list(attempts), list(rounds)
-        self.prepare_chains(self.pending_chains(attempts, rounds))
-        self.insert_attempt_rows([_attempt_row(series_id(a.target, a.probe), a) for a in attempts])
+        rows = [_attempt_row(series_id(a.target, a.probe), a) for a in attempts]
+        rounds = list(rounds)
+        self.prepare_chains(
+            [("attempts", row[0], row[9]) for row in rows]
+            + [("network_rounds", 0, r.vantage) for r in rounds]
+        )
+        self.insert_attempt_rows(rows)
         link = self.link
         self._db.insert_all(
             "network_rounds",
@@ -925,6 +947,14 @@ class _MinuteLinks:
 
     def take_back(self, row: Sequence) -> None:
         self._tx.unlink((self._table, row[0], ""))
+
+    def snapshot(self) -> object:
+        return dict(self._tx._heads)
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, dict)
+        self._tx._heads.clear()
+        self._tx._heads.update(snapshot)
 
 
 _split_sql = split_sql  # tests build old schemas step by step

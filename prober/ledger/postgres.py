@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ from .sqlite_file import CHAIN_EXISTING, LINK_COLUMNS, Links
 APPLICATION = "im-prober"
 # pg_advisory_xact_lock key of migrations: "IMPR" as a number, like SQLite's application_id.
 MIGRATION_LOCK = 0x494D5052
+# pg_advisory_xact_lock(CHAIN_LOCK, group) of each group of chains a writer extends ("IMPC").
+CHAIN_LOCK = 0x494D5043
 CONNECT_TIMEOUT = 10  # seconds, per host
 INSERT_CHUNK = 20_000  # rows per statement of a bulk insert (an import sends up to 1,000,000)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
@@ -202,6 +205,13 @@ MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def chain_lock(table: str, vantage: str) -> int:
+    """A group of chains' lock number (a signed 32-bit CRC of its table and vantage; two
+    groups that share one only wait for each other)."""
+    value = zlib.crc32(f"{table}\x00{vantage}".encode())
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
 class LedgerUnavailable(LedgerError):
     """The ledger's database cannot be reached now (refused, lost, timed out): the
     prober's own trouble, retried; never a failure of the provider."""
@@ -330,8 +340,8 @@ class PostgresConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
             statement = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-            if statement in ("COMMIT", "ROLLBACK", "END"):
-                return self._end(statement)
+            if statement in ("COMMIT", "ROLLBACK", "END") and " TO " not in sql.upper():
+                return self._end(statement)  # (ROLLBACK TO a savepoint goes on)
             if sql.startswith("BEGIN IMMEDIATE"):
                 sql = "BEGIN"  # a PostgreSQL transaction takes its locks row by row
             conn = self._ready()
@@ -437,13 +447,25 @@ class PostgresConnection:
         returning: str,
         links: Links,
     ) -> list[tuple]:
-        """insert_new of chained rows: the rows not there yet are found first (their
-        chains' heads are locked, so none can appear meanwhile), then only those get their
-        chain columns and are inserted. `columns` begin with the rows' key (series_id,
-        minute)."""
+        """insert_new of chained rows (`columns` begin with their key: series_id, minute).
+        Most batches are all new: linked in order and inserted at once. When some row was
+        there already, that is undone and the rows not there are found first (no writer
+        can add any meanwhile: it would need the chains' lock), then only they are linked
+        and inserted."""
         first: dict[tuple, Sequence[Any]] = {}
         for row in rows:
             first.setdefault((row[0], row[1]), row)  # the same row twice: the first one
+        names = [*columns, *LINK_COLUMNS]
+        kinds = [*types, "bigint", "bytea", "bytea"]
+        heads = links.snapshot()
+        linked = [(*row, *links.add(row)) for row in first.values()]
+        self.execute("SAVEPOINT new_rows")
+        out = self.insert_new(table, names, kinds, linked, returning)
+        if len(out) == len(linked):
+            self.execute("RELEASE SAVEPOINT new_rows")
+            return out
+        self.execute("ROLLBACK TO SAVEPOINT new_rows")
+        links.restore(heads)
         found: set[tuple] = set()
         keys = list(first)
         with self._lock:
@@ -462,9 +484,7 @@ class PostgresConnection:
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
         new = [(*row, *links.add(row)) for key, row in first.items() if key not in found]
-        out = self.insert_new(
-            table, [*columns, *LINK_COLUMNS], [*types, "bigint", "bytea", "bytea"], new, returning
-        )
+        out = self.insert_new(table, names, kinds, new, returning)
         if len(out) != len(new):
             raise LedgerError(f"{self.where}: {table} rows appeared while their chains were locked")
         return out
@@ -472,52 +492,58 @@ class PostgresConnection:
     def lock_heads(
         self, keys: Sequence[tuple[str, int, str]], genesis_of: Callable[[tuple], bytes]
     ) -> dict[tuple[str, int, str], tuple[int, bytes]]:
-        """The heads of these chains, locked (FOR UPDATE) until the transaction ends, so
-        two writers (an import beside the daemon, a closer taking over) can never fork a
-        chain. A chain without a head gets one at seq 0 first, so it can be locked too."""
-        keys = sorted(set(keys))  # one order for every writer: no deadlock between them
-        columns = [[k[i] for k in keys] for i in range(3)]
-        select = (
-            "SELECT h.tbl, h.series_id, h.vantage, h.seq, h.hash FROM chain_heads h, "
-            "unnest(%s::text[], %s::int[], %s::text[]) AS k(t, s, v) "
-            "WHERE h.tbl = k.t AND h.series_id = k.s AND h.vantage = k.v "
-            "ORDER BY h.tbl, h.series_id, h.vantage FOR UPDATE OF h"
-        )
+        """The heads of these chains, read after taking (until the transaction ends) the
+        lock of each group of chains they are in, so two writers (an import beside the
+        daemon, a closer taking over) can never fork a chain. A group is a table and a
+        vantage: only one prober writes a vantage's attempts, rounds and verdicts, and the
+        fleet's minutes are one group. The locks are advisory, taken in one order by every
+        writer (no deadlock between them), and cost no row write, unlike FOR UPDATE."""
+        keys = list(set(keys))
+        for group in sorted({chain_lock(k[0], k[2]) for k in keys}):
+            self.execute("SELECT pg_advisory_xact_lock(?, ?)", (CHAIN_LOCK, group))
+        found: dict[tuple[str, int, str], tuple[int, bytes]] = {}
         with self._lock:
             conn = self._ready()
             try:
-                found = {
-                    (t, sid, v): (seq, bytes(digest))
-                    for t, sid, v, seq, digest in conn.execute(select, columns).fetchall()
-                }
-                missing = [k for k in keys if k not in found]
-                if missing:
-                    columns = [[k[i] for k in missing] for i in range(3)]
-                    conn.execute(
-                        "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
-                        "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], "
-                        "%s::bigint[], %s::bytea[]) ON CONFLICT DO NOTHING",
-                        [*columns, [0] * len(missing), [genesis_of(k) for k in missing]],
-                    )
-                    for t, sid, v, seq, digest in conn.execute(select, columns).fetchall():
+                for start in range(0, len(keys), INSERT_CHUNK):
+                    chunk = keys[start : start + INSERT_CHUNK]
+                    for t, sid, v, seq, digest in conn.execute(
+                        "SELECT h.tbl, h.series_id, h.vantage, h.seq, h.hash FROM chain_heads h, "
+                        "unnest(%s::text[], %s::int[], %s::text[]) AS k(t, s, v) "
+                        "WHERE h.tbl = k.t AND h.series_id = k.s AND h.vantage = k.v",
+                        [[k[i] for k in chunk] for i in range(3)],
+                    ).fetchall():
                         found[(t, sid, v)] = (seq, bytes(digest))
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
         return {k: head for k, head in found.items() if head[0] > 0}
 
     def write_heads(self, rows: Sequence[tuple[str, int, str, int, bytes]]) -> None:
+        """The heads the transaction moved: updated in one statement, and those it began
+        inserted."""
         if not rows:
             return
         with self._lock:
             conn = self._ready()
             try:
-                conn.execute(
-                    "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
-                    "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], "
-                    "%s::bytea[]) ON CONFLICT (tbl, series_id, vantage) DO UPDATE SET "
-                    "seq = excluded.seq, hash = excluded.hash",
-                    [list(column) for column in zip(*rows, strict=True)],
-                )
+                updated = {
+                    (t, sid, v)
+                    for t, sid, v in conn.execute(
+                        "UPDATE chain_heads h SET seq = u.seq, hash = u.hash FROM "
+                        "unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bytea[]) "
+                        "AS u(t, s, v, seq, hash) WHERE h.tbl = u.t AND h.series_id = u.s "
+                        "AND h.vantage = u.v RETURNING h.tbl, h.series_id, h.vantage",
+                        [list(column) for column in zip(*rows, strict=True)],
+                    ).fetchall()
+                }
+                new = [row for row in rows if (row[0], row[1], row[2]) not in updated]
+                if new:
+                    conn.execute(
+                        "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
+                        "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], "
+                        "%s::bytea[])",
+                        [list(column) for column in zip(*new, strict=True)],
+                    )
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
 

@@ -262,7 +262,7 @@ class Ledger:
             tx.heartbeat(evidence.vantage, evidence.seen_at, None)
 
     def write_minutes(
-        self, closed: Sequence[ClosedMinute], pending: PendingEvidence | None = None
+        self, closed: Iterable[ClosedMinute], pending: PendingEvidence | None = None
     ) -> list[ClosedMinute]:
         """Write closed minutes, all in one transaction. A minute that is already in the
         ledger is left as it is (a minute is written once). Returns the items written.
@@ -271,6 +271,7 @@ class Ledger:
         (written first, in the same transaction); without it, each minute's own attempts
         are stored with it (imports, tools, tests). A minute whose network check failed
         turns its vantage's stored failures into prober_fault, as the verdict did."""
+        closed = list(closed)  # read more than once below: a generator would be spent
         written: list[ClosedMinute] = []
         moved: set[int] = set()  # minutes whose failures were made prober faults
         with self._transaction() as tx:

@@ -421,7 +421,8 @@ class PostgresConnection:
             return []
         if links is not None:
             return self._insert_new_linked(table, columns, types, rows, returning, links)
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        # bytea arrays (chain hashes) go in binary: the text form escapes every byte
+        arrays = ", ".join(f"{'%b' if t == 'bytea' else '%s'}::{t}[]" for t in types)
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
             f"ON CONFLICT DO NOTHING RETURNING {returning}"
@@ -530,7 +531,7 @@ class PostgresConnection:
                     (t, sid, v)
                     for t, sid, v in conn.execute(
                         "UPDATE chain_heads h SET seq = u.seq, hash = u.hash FROM "
-                        "unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %s::bytea[]) "
+                        "unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], %b::bytea[]) "
                         "AS u(t, s, v, seq, hash) WHERE h.tbl = u.t AND h.series_id = u.s "
                         "AND h.vantage = u.v RETURNING h.tbl, h.series_id, h.vantage",
                         [list(column) for column in zip(*rows, strict=True)],
@@ -541,7 +542,7 @@ class PostgresConnection:
                     conn.execute(
                         "INSERT INTO chain_heads (tbl, series_id, vantage, seq, hash) "
                         "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::bigint[], "
-                        "%s::bytea[])",
+                        "%b::bytea[])",
                         [list(column) for column in zip(*new, strict=True)],
                     )
             except self._psycopg.Error as exc:

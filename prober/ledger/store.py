@@ -830,8 +830,10 @@ class _Transaction:
         self._db.insert_all("attempts", (*_ATTEMPT_COLUMNS_STORED, *LINK_COLUMNS), linked)
 
     def _flush_heads(self) -> None:
-        # Sorted, as locked: two SQLite transactions never interleave, PostgreSQL's wait.
-        moved = [(*k, *self._heads[k]) for k in sorted(self._moved) if self._heads[k][0] > 0]
+        # (No order needed: the chains are locked already, SQLite's file or PostgreSQL's
+        # advisory lock of each group.)
+        heads = self._heads
+        moved = [(*k, *heads[k]) for k in self._moved if heads[k][0] > 0]
         if moved:
             self._db.write_heads(moved)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -237,7 +236,8 @@ import prober
 from prober.ledger.store import Ledger, PendingEvidence
 from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, OutcomeCounts, State, Verdict
-location, password, targets, repeats = sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), int(sys.argv[5])
+location, password = sys.argv[2], sys.argv[3] or None
+targets, repeats = int(sys.argv[4]), int(sys.argv[5])
 ok = Verdict(State.AVAILABLE)
 ledger = Ledger(location, password=password)
 store, close = [], []
@@ -261,7 +261,8 @@ for i in range(repeats + 1):
         close.append(((w3 - w2) * 1000, (c3 - c2) * 1000))
 ledger.close()
 med = lambda xs, k: statistics.median(x[k] for x in xs)
-print(json.dumps({"store": [med(store, 0), med(store, 1)], "close": [med(close, 0), med(close, 1)]}))
+print(json.dumps({"store": [med(store, 0), med(store, 1)],
+                  "close": [med(close, 0), med(close, 1)]}))
 """
 
 

@@ -188,7 +188,7 @@ def test_a_series_id_a_rolled_back_write_gave_back_is_chained_under_its_new_name
         fill(ledger, count=1)
         # no 64-bit integer: the transaction fails after it made series b's ids
         bad = Attempt("b", "login", M * 60 + 1, 0.1, Outcome.FAILURE, "x", 2**70)
-        with pytest.raises(Exception, match="format|out of range|int"):
+        with pytest.raises(Exception, match=r"format|out of range|int"):
             ledger.write_minutes([decided("b", M, ("login",), [bad])])
         good = [Attempt("c", "login", M * 60 + 1, 0.1, Outcome.SUCCESS, vantage="v1")]
         ledger.write_minutes([decided("c", M, ("login",), good)])
@@ -632,9 +632,8 @@ def test_a_checkpoint_catches_a_tail_cut_together_with_its_head(backend: Backend
 
 
 def test_verify_in_worker_processes_finds_what_one_process_finds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = Backend("sqlite", tmp_path)
     with backend.open() as ledger:
         fill(ledger, count=40)
     monkeypatch.setattr(chain, "PIECE", 7)  # chains in pieces, each with its first row's link

@@ -39,7 +39,16 @@ from .chain_files import (
     read_rows,
 )
 from .chain_files import FILES as CHAIN_FILES
-from .evidence import CHECKPOINT, PACK_FILES, PUBLIC_KEY, SIGNATURE, SUMS, TIMESTAMP, iso_millis
+from .evidence import (
+    ATTEMPT_FIELDS,
+    CHECKPOINT,
+    PACK_FILES,
+    PUBLIC_KEY,
+    SIGNATURE,
+    SUMS,
+    TIMESTAMP,
+    iso_millis,
+)
 from .signing import (
     MAX_CHECKPOINT_BYTES,
     MAX_PUBLIC_KEY_BYTES,
@@ -550,17 +559,7 @@ def _check_rows_agree(folder: Path, entries: dict[str, bool], seen: _Seen, proof
             f"chain (first {left_out[0]})"
         )
     columns = attempt_rows[0] if attempt_rows else []
-    wanted = [
-        "minute",
-        "vantage",
-        "probe",
-        "started_at",
-        "duration_ms",
-        "outcome",
-        "error_kind",
-        "error_code",
-        "http_status",
-    ]
+    wanted = [name for name in ATTEMPT_FIELDS if name != "detail"]  # the pack redacts detail
     if not set(wanted) <= set(columns):
         problems.append("attempts.csv does not have the columns of an evidence pack")
     else:

@@ -50,6 +50,38 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each of the process's threads but its main one."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if int(task.name) == pid:
+            continue
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        times[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+    return times
+
+
+def settle(pid: int, limit: float = 1200.0) -> float:
+    """Wait until no worker thread of the daemon is busy (at start the status page reads
+    every target once in its own threads, which competes with the event loop for the GIL);
+    returns the seconds waited."""
+    start = time.time()
+    before = thread_cpu(pid)
+    quiet = 0
+    while time.time() - start < limit:
+        time.sleep(5)
+        now = thread_cpu(pid)
+        busiest = max((now[t] - before.get(t, 0.0) for t in now), default=0.0)
+        before = now
+        quiet = quiet + 1 if busiest < 0.5 else 0  # under 10 % of a core
+        if quiet >= 2:
+            break
+    return time.time() - start
+
+
 def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 
@@ -154,7 +186,21 @@ def baseline(server: str, requests: int) -> float:
     return (end.ru_utime - start.ru_utime + end.ru_stime - start.ru_stime) / requests
 
 
-def run_one(targets: int, minutes: int, server: str) -> dict[str, float]:
+# The daemon without the status page's start-up warm-up (which reads every target once in
+# the page's threads), to measure the rest apart from it: `--no-status-warm`.
+WITHOUT_WARM = (
+    "import sys\n"
+    "import prober.status.views as views\n"
+    "async def skipped(self): pass\n"
+    "views.StatusPage.warm = skipped\n"
+    "from prober.cli import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
+)
+
+
+def run_one(
+    targets: int, minutes: int, server: str, *, status_warm: bool = True
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         write_config(config, targets, server)
@@ -164,8 +210,7 @@ def run_one(targets: int, minutes: int, server: str) -> dict[str, float]:
             [
                 *pinned(0),
                 sys.executable,
-                "-m",
-                "prober",
+                *(["-m", "prober"] if status_warm else ["-c", WITHOUT_WARM]),
                 "run",
                 "-c",
                 str(config),
@@ -188,6 +233,7 @@ def run_one(targets: int, minutes: int, server: str) -> dict[str, float]:
                     if time.time() > deadline or proc.poll() is not None:
                         raise RuntimeError((Path(tmp) / "log").read_text()) from None
                     time.sleep(0.2)
+            settled = settle(proc.pid)
             # warm up to the start of a whole minute after the first full minute
             start_at = (int(time.time() // 60) + 2) * 60 + 1
             time.sleep(max(0.0, start_at - time.time()))
@@ -213,6 +259,7 @@ def run_one(targets: int, minutes: int, server: str) -> dict[str, float]:
                 "lag_p99_ms": quantile(lag1, lag0, 0.99) * 1000,
                 "scrape_ms": statistics.median(scrape_times) * 1000,
                 "scrape_lines": body.count("\n"),
+                "settle_s": settled,
             }
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -226,6 +273,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[1, 100, 1000, 5000])
     parser.add_argument("--minutes", type=int, default=2)
+    parser.add_argument(
+        "--no-status-warm", action="store_true", help="skip the status page's start-up reads"
+    )
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
@@ -241,7 +291,7 @@ def main() -> None:
             "scrape ms (lines)"
         )
         for n in args.targets:
-            r = run_one(n, args.minutes, url)
+            r = run_one(n, args.minutes, url, status_warm=not args.no_status_warm)
             print(
                 f"{n:7d}  {r['attempts_per_s']:10.1f}  {r['cpu_us_per_attempt']:8.0f} "
                 f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "

@@ -3,6 +3,7 @@ web config's basic auth when it has users."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -11,7 +12,10 @@ from .metrics import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from .webconfig import WebSecurity
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
-Render = Callable[[bool], bytes]  # openmetrics? → the exposition
+# openmetrics? → the exposition, whole or in pieces, now or awaited (the daemon's renders
+# slice by slice, so a scrape never holds up the attempts on the same event loop)
+Rendered = bytes | list[bytes]
+Render = Callable[[bool], Rendered | Awaitable[Rendered]]
 Readiness = Callable[[], tuple[bool, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,13 +52,23 @@ def make_app(
             headers={"WWW-Authenticate": 'Basic realm="im-prober", charset="UTF-8"'},
         )
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        body = render(openmetrics)
-        response = web.Response(body=body)
+        rendered = render(openmetrics)
+        if inspect.isawaitable(rendered):
+            rendered = await rendered
+        pieces = [rendered] if isinstance(rendered, bytes) else rendered
+        # Written piece by piece (no joined copy of a body of tens of MB), with its length.
+        response = web.StreamResponse()
         response.headers["Content-Type"] = (
             OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         )
+        response.content_length = sum(len(piece) for piece in pieces)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for piece in pieces:
+                await response.write(piece)
+        await response.write_eof()
         return response
 
     async def healthz(_request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import Any
 
 from ..errors import LedgerError
 from ..records import ClosedMinute
@@ -120,6 +121,12 @@ class MinuteRing:
 class MonthTally:
     month: ServiceMonth
     counts: Counter[State] = field(default_factory=Counter)
+    # the month's bounds, worked out once: every closed minute is checked against them
+    start: int = field(init=False)
+    end: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start, self.end = self.month.start_minute, self.month.end_minute
 
 
 @dataclass
@@ -134,18 +141,18 @@ class TargetView:
         if self.last_closed is None or minute > self.last_closed:
             self.last_closed = minute
         tally = self.month
-        if tally is None or not tally.month.contains_minute(minute):
+        if tally is None or not tally.start <= minute < tally.end:
             found = self.calendar.month_containing(datetime.fromtimestamp(minute * 60, UTC))
             if found is None:
                 return
-            if tally is not None and found.start_minute < tally.month.start_minute:
+            if tally is not None and found.start_minute < tally.start:
                 return  # an old minute (import): the current month is unchanged
             tally = self.month = MonthTally(found)
         tally.counts[state] += 1
 
     def current_month(self, now: float) -> MonthTally | None:
         tally = self.month
-        if tally is not None and tally.month.start_minute * 60 <= now < tally.month.end_minute * 60:
+        if tally is not None and tally.start * 60 <= now < tally.end * 60:
             return tally
         found = self.calendar.month_containing(datetime.fromtimestamp(now, UTC))
         if found is None:
@@ -210,23 +217,29 @@ class LedgerView:
         return MonthTally(month, Counter({s: n for s, n in counts.items() if n}))
 
     def apply(self, closed: Iterable[ClosedMinute]) -> None:
+        verdicts, attempts = self.verdicts, self.attempts
         for item in closed:
-            self.verdicts.setdefault((item.target, TARGET_LEVEL), Counter())[
-                item.verdict.state
-            ] += 1
+            _counter(verdicts, (item.target, TARGET_LEVEL))[item.verdict.state] += 1
             for probe, (verdict, counts) in item.probes.items():
-                self.verdicts.setdefault((item.target, probe), Counter())[verdict.state] += 1
+                _counter(verdicts, (item.target, probe))[verdict.state] += 1
                 if not item.attempts:
                     # A fleet's minute, decided over its vantages' verdicts: their summed
                     # per-probe counts are its attempts (the ledger's totals count the same).
-                    tally = self.attempts.setdefault((item.target, probe), Counter())
+                    tally = _counter(attempts, (item.target, probe))
                     for outcome in Outcome:
                         tally[outcome] += getattr(counts, outcome.value)
             for attempt in item.attempts:
-                self.attempts.setdefault((item.target, attempt.probe), Counter())[
-                    attempt.outcome
-                ] += 1
+                _counter(attempts, (item.target, attempt.probe))[attempt.outcome] += 1
             view = self.targets.get(item.target)
             if view is not None:
                 view.add(item.minute, item.verdict.state)
         self.generation += 1
+
+
+def _counter(counters: dict[tuple[str, str], Counter[Any]], key: tuple[str, str]) -> Counter[Any]:
+    """The key's counter, made on first use (not a new Counter per call, as setdefault would
+    make: a minute close applies tens of thousands)."""
+    counter = counters.get(key)
+    if counter is None:
+        counter = counters[key] = Counter()
+    return counter

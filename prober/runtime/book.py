@@ -103,16 +103,15 @@ class MinuteBook:
                 for a in self.attempts.pop((rules.name, minute), [])
             ]
             maintenance = in_maintenance(minute, rules.windows)
-            per_probe = {
-                probe: OutcomeCounts.of([a.outcome for a in attempts if a.probe == probe])
-                for probe in rules.probes
-            }
-            # attempts of a probe no longer configured (after a reload) still count
+            # each probe's outcomes counted in one pass over the minute's attempts; attempts
+            # of a probe no longer configured (after a reload) still count
+            tallies = {probe: dict.fromkeys(_OUTCOMES, 0) for probe in rules.probes}
             for a in attempts:
-                if a.probe not in per_probe:
-                    per_probe[a.probe] = OutcomeCounts.of(
-                        [b.outcome for b in attempts if b.probe == a.probe]
-                    )
+                tally = tallies.get(a.probe)
+                if tally is None:
+                    tally = tallies[a.probe] = dict.fromkeys(_OUTCOMES, 0)
+                tally[a.outcome] += 1
+            per_probe = {probe: OutcomeCounts(*t.values()) for probe, t in tallies.items()}
             verdict = decide_target(
                 per_probe,
                 policy=rules.policy,
@@ -139,6 +138,9 @@ class MinuteBook:
                 self.attempts[(attempt.target, attempt.minute)].append(attempt)
         for minute, all_failed in rounds:
             self.network_round(minute, all_failed)
+
+
+_OUTCOMES = tuple(Outcome)  # OutcomeCounts' fields, in order
 
 
 def _with_outcome(attempt: Attempt, outcome: Outcome) -> Attempt:

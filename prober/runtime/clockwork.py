@@ -2,15 +2,20 @@
 collect its outcome in the minute book, close each minute once its last attempt has had its
 time, and hand the closed minutes to the writer.
 
-Each attempt is a timer on the event loop, planned a minute at a time, since one scheduler
-job per attempt costs as much CPU as the attempt (docs/decisions.md). Planning and closing
-go in chunks of targets with a yield between them, so attempts due now start on time.
+Attempts are planned a minute at a time, since one scheduler job per attempt costs as much
+CPU as the attempt (docs/decisions.md): each planned attempt is one small entry in the
+clockwork's own heap, ordered by the event loop's clock, and one loop timer at a time wakes
+for the earliest. (An event-loop timer per attempt made ten objects each — handle, context,
+closure and its cells — and the 20,000 armed at :50 for 5,000 targets set off the garbage
+collector's full passes, up to a second each: bench/README.md.) Planning and closing go in
+chunks of targets with a yield between them, so attempts due now start on time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import uuid
@@ -26,12 +31,34 @@ from .attempt import run_attempt
 from .book import MinuteBook
 from .clock import Clock, StepDetector
 from .netcheck import NetworkCheck
-from .plan import Planned
+from .plan import Planned, ProbePlan
 from .targets import TargetRuntime, TargetSet
 from .writer import MinuteWriter
 
 STALL_LIMIT = 10.0  # seconds a minute may wait past its close time for attempts in flight
 CHUNK = 200  # targets handled between yields to the event loop when planning and closing
+
+
+class Armed:
+    """One planned attempt waiting for its time: its plan, its planned wall-clock time and
+    when it is due on the loop's clock (what a timer of its own would have used)."""
+
+    __slots__ = ("at", "cancelled", "due", "owner", "plan")
+
+    def __init__(
+        self, due: float, at: float, plan: ProbePlan, owner: TargetRuntime | NetworkCheck
+    ) -> None:
+        self.due = due
+        self.at = at
+        self.plan = plan
+        self.owner = owner
+        self.cancelled = False
+
+    def __lt__(self, other: Armed) -> bool:
+        return self.due < other.due
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class Clockwork:
@@ -53,7 +80,9 @@ class Clockwork:
         self.netcheck: NetworkCheck | None = None
         self.book = MinuteBook()
         self.steps = StepDetector(clock)
-        self.timers: set[asyncio.TimerHandle] = set()
+        self.timers: list[Armed] = []  # a heap by `due`: every attempt armed, not yet fired
+        self._wakeup: asyncio.TimerHandle | None = None  # the loop timer for the earliest
+        self._wakeup_due = float("inf")
         self.tasks: set[asyncio.Task[None]] = set()
         self.planned_through = -1  # the last minute whose attempts are armed
         self.next_close = 0  # the first minute not closed yet
@@ -112,26 +141,58 @@ class Clockwork:
     ) -> None:
         """Arm the attempts of `minute` planned after `after` (all targets by default)."""
         loop = asyncio.get_running_loop()
-        now = self.clock.wall()
+        # planned wall-clock times become due times on the loop's clock, as call_later does
+        # (what is already past is due now)
+        earliest = loop.time()
+        shift = earliest - self.clock.wall()
+        timers, push = self.timers, heapq.heappush
+        base = minute * 60
         for runtime in self.targets.all() if runtimes is None else runtimes:
             for plan in runtime.plans:
-                for planned in plan.attempts_in(minute, after):
-                    self._arm(loop, planned, now, self._launch, runtime)
+                for offset in plan.offsets:
+                    at = base + offset
+                    if at >= after:
+                        push(timers, Armed(max(earliest, at + shift), at, plan, runtime))
         if network and self.netcheck is not None:
-            for planned in self.netcheck.plan.attempts_in(minute, after):
-                self._arm(loop, planned, now, self._launch_network, self.netcheck)
+            plan = self.netcheck.plan
+            for offset in plan.offsets:
+                at = base + offset
+                if at >= after:
+                    push(timers, Armed(max(earliest, at + shift), at, plan, self.netcheck))
         if runtimes is None:
             self.planned_through = max(self.planned_through, minute)
+        self._rearm(loop)
 
-    def _arm(self, loop, planned: Planned, now: float, launch, owner) -> None:
-        timer: asyncio.TimerHandle | None = None
+    def _rearm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One loop timer, for the earliest armed attempt."""
+        if not self.timers:
+            return
+        due = self.timers[0].due
+        if self._wakeup is not None:
+            if self._wakeup_due <= due:
+                return
+            self._wakeup.cancel()
+        self._wakeup_due = due
+        self._wakeup = loop.call_at(due, self._fire_due)
 
-        def fire() -> None:
-            self.timers.discard(timer)  # type: ignore[arg-type]
-            launch(planned, owner)
-
-        timer = loop.call_later(max(0.0, planned.at - now), fire)
-        self.timers.add(timer)
+    def _fire_due(self) -> None:
+        self._wakeup, self._wakeup_due = None, float("inf")
+        loop = asyncio.get_running_loop()
+        # what is due within a millisecond goes now (the loop itself runs a timer as soon as
+        # it is due within its clock's resolution)
+        now = loop.time() + 0.001
+        timers = self.timers
+        while timers and timers[0].due <= now:
+            armed = heapq.heappop(timers)
+            if armed.cancelled:
+                continue
+            plan = armed.plan
+            planned = Planned(armed.at, plan.target, plan.probe, plan.timeout, plan.spacing)
+            if isinstance(armed.owner, NetworkCheck):
+                self._launch_network(planned, armed.owner)
+            else:
+                self._launch(planned, armed.owner)
+        self._rearm(loop)
 
     # -- fire ----------------------------------------------------------------------------
 
@@ -244,6 +305,9 @@ class Clockwork:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup, self._wakeup_due = None, float("inf")
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=self.close_delay() + 1)
         for task in list(self.tasks):

@@ -366,9 +366,9 @@ def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(mo
             calendars = {t.name: t.sla.calendar() for t in config_file.config.targets}
             view.restore(ledger, calendars, now)
         page = StatusPage(view, lambda: config_file, network_up=lambda: None, version="test")
-        cold = (len(page._cache.months), len(page._cache.hours))
+        cold = (len(page._cache.months), page._cache.known_hours())
         await page.warm()
-        warm = (len(page._cache.months), len(page._cache.hours))
+        warm = (len(page._cache.months), page._cache.known_hours())
         await page.close()
         return (*cold, *warm)
 

@@ -17,6 +17,7 @@ whatever the DST rules.
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -32,6 +33,7 @@ def minute_start(minute: int) -> datetime:
     return datetime.fromtimestamp(minute * 60, tz=UTC)
 
 
+@functools.lru_cache(maxsize=8192)  # pages and reports name the same hours again and again
 def minute_iso(minute: int) -> str:
     """An epoch minute as ISO-8601 UTC, e.g. 2026-03-17T00:05:00Z (the ledger's CSV form),
     always with a 4-digit year (strftime's %Y drops the zeros of year 1 on Linux, which the

@@ -46,6 +46,8 @@ LETTERS = {
     STATE_CODES[State.NO_DATA]: "n",
     EMPTY: "-",
 }
+# The same as a bytes.translate table (a code with no letter shows as no row).
+_LETTER_TABLE = bytes(ord(LETTERS.get(code, "-")) for code in range(256))
 _F = STATE_CODES[State.APPARENT_FAILURE]
 _UNKNOWN: Any = object()  # an hour not read yet (None is an hour without attempts)
 _M = STATE_CODES[State.MAINTENANCE]
@@ -183,23 +185,53 @@ def letters(rows: list[tuple[int, int]], since: int, count: int) -> str:
     for minute, code in rows:
         if since <= minute < since + count:
             cells[minute - since] = code
-    return "".join(LETTERS[c] for c in cells)
+    return cells.translate(_LETTER_TABLE).decode("ascii")
+
+
+@dataclass
+class ProbeHours:
+    """One probe's whole hours, read once: hours `known_from`..`final_through` are final;
+    only those that had attempts have figures (an empty hour costs nothing to keep)."""
+
+    known_from: int
+    final_through: int
+    figures: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+
+    def forget_before(self, hour: int) -> None:
+        if self.known_from < hour:
+            self.known_from = hour
+            for old in [h for h in self.figures if h < hour]:
+                del self.figures[old]
 
 
 @dataclass
 class HistoryCache:
     """What does not change once its time has passed: a whole hour's latency figures and an
-    ended month's report. Bounded: hours older than the window are dropped, months expire."""
+    ended month's report. Bounded: hours older than the window are dropped, months expire.
 
-    hours: dict[tuple[str, str, int], tuple[int, float, float] | None] = field(default_factory=dict)
+    Pruning walks the whole cache at most once an hour (hours) or a minute (months): a page
+    build asks for it every time, and thousands of builds in a warm-up made a walk per build
+    quadratic in targets."""
+
+    hours: dict[tuple[str, str], ProbeHours] = field(default_factory=dict)
     months: dict[tuple[str, int, str], tuple[float, Report]] = field(default_factory=dict)
+    pruned_hour: int = 0
+    pruned_months_at: float = 0.0
 
     def prune(self, oldest_hour: int) -> None:
-        for key in [k for k in self.hours if k[2] < oldest_hour]:
-            del self.hours[key]
+        if oldest_hour > self.pruned_hour:
+            self.pruned_hour = oldest_hour
+            for key in [k for k, e in self.hours.items() if e.final_through < oldest_hour]:
+                del self.hours[key]
         now = time.monotonic()
-        for key in [k for k, (t, _r) in self.months.items() if now - t > MONTH_CACHE_SECONDS]:
-            del self.months[key]
+        if now - self.pruned_months_at >= 60.0:
+            self.pruned_months_at = now
+            for key in [k for k, (t, _r) in self.months.items() if now - t > MONTH_CACHE_SECONDS]:
+                del self.months[key]
+
+    def known_hours(self) -> int:
+        """How many whole hours are kept, over all probes."""
+        return sum(e.final_through - e.known_from + 1 for e in self.hours.values())
 
 
 class TargetPage:
@@ -347,8 +379,13 @@ class TargetPage:
         self.cache.prune(first_hour)
         out: dict[str, list[dict[str, Any]]] = {}
         for probe in probes:
-            hours = {
-                h: self.cache.hours.get((name, probe, h), _UNKNOWN)
+            kept = self.cache.hours.get((name, probe))
+            if kept is not None:
+                kept.forget_before(first_hour)
+            hours: dict[int, Any] = {
+                h: kept.figures.get(h)
+                if kept is not None and kept.known_from <= h <= kept.final_through
+                else _UNKNOWN
                 for h in range(first_hour, last_hour + 1)
             }
             missing = [h for h, figures in hours.items() if figures is _UNKNOWN]
@@ -356,6 +393,8 @@ class TargetPage:
                 by_hour: dict[int, list[float]] = {}
                 for minute, seconds in self.ledger.durations(name, probe, missing[0] * 60, end):
                     by_hour.setdefault(minute // 60, []).append(seconds)
+                if kept is None or missing[0] != kept.final_through + 1:
+                    kept = ProbeHours(known_from=missing[0], final_through=missing[0] - 1)
                 for h in range(missing[0], last_hour + 1):
                     values = sorted(by_hour.get(h, ()))
                     hours[h] = (
@@ -363,8 +402,12 @@ class TargetPage:
                         if values
                         else None
                     )
-                    if (h + 1) * 60 <= end:  # a whole hour: final
-                        self.cache.hours[(name, probe, h)] = hours[h]
+                    if (h + 1) * 60 <= end and h == kept.final_through + 1:  # a whole hour: final
+                        kept.final_through = h
+                        if hours[h] is not None:
+                            kept.figures[h] = hours[h]
+                if kept.final_through >= kept.known_from:
+                    self.cache.hours[(name, probe)] = kept
             out[probe] = [
                 {
                     "hour": minute_iso(h * 60),

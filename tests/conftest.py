@@ -44,6 +44,32 @@ targets:
 """
 
 
+UNGROUPED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Notice when `--dist loadgroup` stops grouping. Each end-to-end module shares one
+    real-time daemon run across its tests; ungrouped, every worker that gets one of its tests
+    makes its own run (pytest 9.2 with xdist 3.8 did exactly that, silently, and the suite
+    ran each scenario up to eight times at once)."""
+    if getattr(config.option, "loadgroup", False):
+        for item in items:
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+                item.stash[UNGROUPED] = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture starts its daemon.
+    if item.stash.get(UNGROUPED, False):
+        pytest.fail(
+            "this test has an xdist_group mark but --dist loadgroup did not group it: "
+            "this pytest and pytest-xdist do not work together (see pyproject.toml)",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def write_config(tmp_path: Path):
     """Write a config file into a fresh folder; returns its path."""

@@ -270,7 +270,9 @@ class Daemon:
             stderr=subprocess.STDOUT,
         )
         _started.append(self.proc)
-        deadline = time.time() + 20
+        # Generous: on a busy CI machine a cold start of the interpreter alone can take
+        # seconds; how fast it comes up is measured in bench/, not here.
+        deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited: {self.log.read_text()}")
@@ -286,12 +288,14 @@ class Daemon:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout)
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, timeout: float = 5
+    ) -> tuple[int, str]:
         request = urllib.request.Request(
             self.url + path, headers={**self.headers, **(headers or {})}
         )
         try:
-            with urllib.request.urlopen(request, timeout=5, context=self.tls) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -43,12 +43,21 @@ def config_text(chat: ChatServer) -> str:
 
 
 def kill_during_write(daemon: Daemon, wal: Path, deadline: float) -> str:
-    """SIGKILL as soon as the WAL grows (a minute's transaction is being written), or at
-    `deadline` if it does not."""
+    """SIGKILL as soon as the WAL is written to (a minute's transaction is being written), or
+    at `deadline` if it is not. Its size alone does not show it: after a checkpoint SQLite
+    writes the WAL over from its start, and the file keeps its size."""
     assert daemon.proc is not None
-    size = wal.stat().st_size if wal.exists() else 0
+
+    def stamp() -> tuple[int, int]:
+        try:
+            status = wal.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (status.st_size, status.st_mtime_ns)
+
+    before = stamp()
     while time.time() < deadline:
-        if (wal.stat().st_size if wal.exists() else 0) != size:
+        if stamp() != before:
             daemon.proc.send_signal(signal.SIGKILL)
             daemon.proc.wait(10)
             return "during write"

@@ -14,7 +14,8 @@ import signal
 from pathlib import Path
 
 from . import __version__
-from .config.models import ConfigFile, load_config, parse_listen_address
+from .config.isolated import load_config_isolated
+from .config.models import ConfigFile, parse_listen_address
 from .errors import UserError
 from .expose.listener import WebServer
 from .expose.metrics import Exposition
@@ -75,7 +76,7 @@ class Daemon:
         async with self._reload_lock:
             assert self.prober is not None
             try:
-                new: ConfigFile = await asyncio.to_thread(load_config, self.config_path)
+                new: ConfigFile = await asyncio.to_thread(load_config_isolated, self.config_path)
                 security = await asyncio.to_thread(load_web_config, self._web_config_path(new))
                 await asyncio.to_thread(signing_key, new)  # a bad key is refused now
                 self._adopt_tls(security)
@@ -121,7 +122,7 @@ class Daemon:
         # The loop's own errors (a task that died, a callback that raised) as
         # one rate-limited line each, not a traceback per occurrence.
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
-        config = await asyncio.to_thread(load_config, self.config_path)
+        config = await asyncio.to_thread(load_config_isolated, self.config_path)
         self.security = await asyncio.to_thread(load_web_config, self._web_config_path(config))
         await asyncio.to_thread(signing_key, config)  # a bad key stops the start, not a checkpoint
         address = self.listen_override or config.config.web.listen_address

@@ -305,7 +305,9 @@ class Daemon:
             self.url + path, data=b"", method="POST", headers=self.headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
+            # A reload answers once done: seconds on a busy machine (the config loads in a
+            # child process).
+            with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

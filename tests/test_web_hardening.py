@@ -346,7 +346,7 @@ class LimitedDaemon(Daemon):
             preexec_fn=lower,
         )
         track(self.proc)
-        deadline = time.time() + 20
+        deadline = time.time() + 60  # as Daemon.start: generous on a busy machine
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             with contextlib.suppress(OSError):

@@ -2,9 +2,11 @@
 
 For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1), lets it
 warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
-(p50/p99 from the lag histogram) and /metrics scrape time. The baseline, measured in the
-same run, is a bare aiohttp keep-alive client sending the same requests in a loop: the cost
-of one HTTP exchange on this machine, which no prober built on it can go below.
+(p50/p99 from the lag histogram), /metrics scrape time and, in one more minute outside the
+CPU window, how long after a minute's end all its verdicts are in /metrics. The baseline,
+measured in the same run, is a bare aiohttp keep-alive client sending the same requests in a
+loop: the cost of one HTTP exchange on this machine, which no prober built on it can go
+below.
 
     python bench/daemon_bench.py [--targets 1 100 1000 5000] [--minutes 2]
 """

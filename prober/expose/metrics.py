@@ -354,110 +354,114 @@ class Exposition:
         _run(self._ledger_block(now, parts))
         return _LedgerText(generation, self.targets, parts)
 
+    def _sliced(
+        self,
+        out: list[bytes | Header],
+        header: Header,
+        samples: Callable[[int, TargetBase, list[str]], None],
+    ) -> Iterator[None]:
+        """One family, its samples added target by target by `samples(i, target, lines)`,
+        cut into slices of SLICE targets with a yield between."""
+        out.append(header)
+        lines = _Lines()
+        for i, t in enumerate(self.targets):
+            samples(i, t, lines.lines)
+            if i % SLICE == SLICE - 1:
+                lines.cut()
+                yield
+        out.extend(lines.done())
+
     def _ledger_block(self, now: float, out: list[bytes | Header]) -> Iterator[None]:
         view = self.view
-        targets = self.targets
         labels = self._target_labels
-        probe_labels = self._probe_labels
-        out.append(
+        # Probe-level families take the probes' labels in order, target by target.
+        attempt_labels, verdict_labels = iter(self._probe_labels), iter(self._probe_labels)
+
+        def attempts(_i: int, t: TargetBase, lines: list[str]) -> None:
+            for probe in t.probes:
+                counts = view.attempts.get((t.name, probe), {})
+                values: list[object] = [counts.get(o, 0) for o in _OUTCOMES]
+                lines.append(_ATTEMPTS % _interleave(next(attempt_labels), values))
+
+        def verdicts(i: int, t: TargetBase, lines: list[str]) -> None:
+            counts = view.verdicts.get((t.name, TARGET_LEVEL), {})
+            values = [counts.get(s, 0) for s in _STATES]
+            lines.append(_VERDICTS % _interleave(labels[i], values))
+
+        def probe_verdicts(_i: int, t: TargetBase, lines: list[str]) -> None:
+            for probe in t.probes:
+                counts = view.verdicts.get((t.name, probe), {})
+                values = [counts.get(s, 0) for s in _STATES]
+                lines.append(_PROBE_VERDICTS % _interleave(next(verdict_labels), values))
+
+        def availability(i: int, t: TargetBase, lines: list[str]) -> None:
+            target_view = view.targets.get(t.name)
+            if target_view is None:
+                return
+            available, failed = target_view.ring.available, target_view.ring.failed
+            for window in _WINDOW_NAMES:
+                a = available[window]
+                observed = a + failed[window]
+                if observed:
+                    # float(Fraction(a, a + f)) is a / (a + f), correctly rounded
+                    lines.append(
+                        f'im_availability_ratio{{{labels[i]},window="{window}"}} {a / observed!r}\n'
+                    )
+
+        def last_closed(i: int, t: TargetBase, lines: list[str]) -> None:
+            target_view = view.targets.get(t.name)
+            if target_view is not None and target_view.last_closed is not None:
+                lines.append(
+                    f"im_last_closed_minute_timestamp_seconds{{{labels[i]}}} "
+                    f"{target_view.last_closed * 60}\n"
+                )
+
+        yield from self._sliced(
+            out,
             (
                 "im_probe_attempts_total",
                 "counter",
                 "Attempts by outcome (from the ledger; continues across restarts).",
-            )
+            ),
+            attempts,
         )
-        lines = _Lines()
-        k = 0
-        for i, t in enumerate(targets):
-            for probe in t.probes:
-                counts = view.attempts.get((t.name, probe), {})
-                values: list[object] = [counts.get(o, 0) for o in _OUTCOMES]
-                lines.lines.append(_ATTEMPTS % _interleave(probe_labels[k], values))
-                k += 1
-            if i % SLICE == SLICE - 1:
-                lines.cut()
-                yield
-        out.extend(lines.done())
-        out.append(
+        yield from self._sliced(
+            out,
             (
                 "im_minute_verdicts_total",
                 "counter",
                 "Closed minutes by SLA verdict (from the ledger).",
-            )
+            ),
+            verdicts,
         )
-        lines = _Lines()
-        for i, t in enumerate(targets):
-            counts = view.verdicts.get((t.name, TARGET_LEVEL), {})
-            values = [counts.get(s, 0) for s in _STATES]
-            lines.lines.append(_VERDICTS % _interleave(labels[i], values))
-            if i % SLICE == SLICE - 1:
-                lines.cut()
-                yield
-        out.extend(lines.done())
-        out.append(
+        yield from self._sliced(
+            out,
             (
                 "im_probe_minute_verdicts_total",
                 "counter",
                 "Closed minutes by verdict of each probe alone (from the ledger).",
-            )
+            ),
+            probe_verdicts,
         )
-        lines = _Lines()
-        k = 0
-        for i, t in enumerate(targets):
-            for probe in t.probes:
-                counts = view.verdicts.get((t.name, probe), {})
-                values = [counts.get(s, 0) for s in _STATES]
-                lines.lines.append(_PROBE_VERDICTS % _interleave(probe_labels[k], values))
-                k += 1
-            if i % SLICE == SLICE - 1:
-                lines.cut()
-                yield
-        out.extend(lines.done())
-        out.append(
+        yield from self._sliced(
+            out,
             (
                 "im_availability_ratio",
                 "gauge",
                 "Measured availability A/(A+F) over rolling windows of closed minutes.",
-            )
+            ),
+            availability,
         )
-        lines = _Lines()
-        for i, t in enumerate(targets):
-            target_view = view.targets.get(t.name)
-            if target_view is not None:
-                available, failed = target_view.ring.available, target_view.ring.failed
-                for window in _WINDOW_NAMES:
-                    a = available[window]
-                    observed = a + failed[window]
-                    if observed:
-                        # float(Fraction(a, a + f)) is a / (a + f), correctly rounded
-                        lines.lines.append(
-                            f'im_availability_ratio{{{labels[i]},window="{window}"}} '
-                            f"{a / observed!r}\n"
-                        )
-            if i % SLICE == SLICE - 1:
-                lines.cut()
-                yield
-        out.extend(lines.done())
         yield from self._month_block(now, out)
-        out.append(
+        yield from self._sliced(
+            out,
             (
                 "im_last_closed_minute_timestamp_seconds",
                 "gauge",
                 "Start of the newest minute written to the ledger (Unix time).",
-            )
+            ),
+            last_closed,
         )
-        lines = _Lines()
-        for i, t in enumerate(targets):
-            target_view = view.targets.get(t.name)
-            if target_view is not None and target_view.last_closed is not None:
-                lines.lines.append(
-                    f"im_last_closed_minute_timestamp_seconds{{{labels[i]}}} "
-                    f"{target_view.last_closed * 60}\n"
-                )
-            if i % SLICE == SLICE - 1:
-                lines.cut()
-                yield
-        out.extend(lines.done())
 
     def _month_block(self, now: float, out: list[bytes | Header]) -> Iterator[None]:
         families = {

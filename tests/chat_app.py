@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import random
 import socket
 from dataclasses import dataclass, field
 
@@ -36,10 +38,41 @@ MODES = {
 }
 
 
+# Ports for the servers the tests start. Asking the kernel for port 0 and letting it go races:
+# another worker's server (a Prosody, say) or any outgoing connection can take the same port
+# before the intended server binds it. Each xdist worker therefore draws from a slice of its
+# own, below the kernel's ephemeral range, so neither can hand the port out meanwhile.
+_PORT_BASE = 20_000
+_PORT_SLICE = 400
+_PORT_SLICES = 30  # workers gw0..gw28, and slice 29 for a run without xdist
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    index = index % (_PORT_SLICES - 1) if index >= 0 else _PORT_SLICES - 1
+    start = _PORT_BASE + index * _PORT_SLICE
+    return range(start, start + _PORT_SLICE)
+
+
+_ports = _port_slice()
+# A random start, so a run right after another does not meet its sockets in TIME_WAIT.
+_next_port = itertools.cycle(
+    itertools.chain(_ports[(offset := random.randrange(len(_ports))) :], _ports[:offset])
+)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of this worker's slice that nothing holds now (bound and let go to check)."""
+    for _ in range(len(_ports)):
+        port = next(_next_port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_ports.start}-{_ports.stop - 1}")
 
 
 @dataclass

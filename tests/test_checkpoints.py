@@ -513,9 +513,14 @@ def test_the_daemon_writes_the_daily_checkpoint_at_its_time(tmp_path: Path) -> N
     try:
         folder = tmp_path / "checkpoints"
         deadline = minute * 60 + 60
-        while time.time() < deadline and not (folder.exists() and any(folder.iterdir())):
+
+        def delivered() -> list[Path]:  # not the temporary file the write renames
+            found = folder.iterdir() if folder.exists() else []
+            return sorted(f for f in found if not f.name.startswith("."))
+
+        while time.time() < deadline and not delivered():
             time.sleep(0.5)
-        files = sorted(folder.iterdir()) if folder.exists() else []
+        files = delivered()
         assert len(files) == 1, daemon.log.read_text()
         stamp = datetime.fromtimestamp(minute * 60 + 30, tz=UTC).strftime("%Y%m%dT%H%M")
         assert files[0].name.startswith(f"checkpoint-{stamp}") and files[0].name.endswith(

@@ -4,6 +4,7 @@ back, the network check, storage failures with the bounded in-memory buffer."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import textwrap
 from pathlib import Path
 
@@ -343,6 +344,102 @@ def test_a_planning_job_that_missed_a_minute_plans_the_rest_of_the_current_one(
         await prober.clockwork.plan_next()
         assert prober.clockwork.planned_through == minute + 2
         assert len(prober.clockwork.timers) == 2  # minute + 1's attempt and minute + 2's
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+async def fire(prober: Prober, clock: FakeClock, minute: int, network: bool) -> None:
+    """Fire `minute`'s armed target attempts (or its network rounds) as the loop timer does,
+    at their planned time, and leave them running."""
+    from prober.runtime.netcheck import NetworkCheck
+
+    clockwork = prober.clockwork
+    chosen = [
+        a
+        for a in clockwork.timers
+        if a.at // 60 == minute and isinstance(a.owner, NetworkCheck) is network
+    ]
+    assert chosen
+    for armed in chosen:
+        armed.due = 0.0
+    heapq.heapify(clockwork.timers)
+    clock.now = max(a.at for a in chosen)
+    clockwork._fire_due()
+    await asyncio.sleep(0)  # started at that time: an attempt belongs to the minute it starts in
+
+
+def test_a_minute_closes_as_soon_as_every_attempt_planned_in_it_has_finished(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        clockwork = prober.clockwork
+        m = int(BASE // 60) + 1
+        clock.now = (m - 1) * 60 + 50
+        await clockwork.plan_next()
+        assert clockwork.armed[m] == 1
+        just_after = (m + 1) * 60 + 0.5  # before the fixed close at the end + 1 s + 2 s
+        clock.now = just_after
+        await clockwork.close_due()
+        assert m not in rows(ledger)  # its attempt has not run: it waits
+        await fire(prober, clock, m, network=False)
+        clock.now = just_after
+        assert clockwork.book.busy(m)
+        await clockwork.close_due()
+        assert m not in rows(ledger)  # its attempt is running: it waits
+        await asyncio.gather(*clockwork.tasks)
+        await clockwork.close_due()
+        assert rows(ledger)[m] == (State.APPARENT_FAILURE, Reason.NONE)
+        [attempt] = ledger.attempts_in("t", m, m + 1)
+        assert attempt.error_kind == "connect"
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_an_attempt_that_never_fired_holds_its_minute_only_until_the_fixed_close(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path)
+        await prober.start()
+        m = int(BASE // 60) + 1
+        clock.now = (m - 1) * 60 + 50
+        await prober.clockwork.plan_next()
+        clock.now = (m + 1) * 60 + 2.9  # end + timeout 1 s + grace 2 s is 3 s
+        await prober.clockwork.close_due()
+        assert m not in rows(ledger)
+        clock.now = (m + 1) * 60 + 3.1  # a held-up loop never fired it
+        await prober.clockwork.close_due()
+        assert rows(ledger)[m][0] is State.NO_DATA
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_a_network_round_to_run_or_running_holds_its_minute(tmp_path: Path) -> None:
+    async def main() -> None:
+        prober, clock, ledger = make(tmp_path, network=True)
+        await prober.start()
+        clockwork = prober.clockwork
+        m = int(BASE // 60) + 1
+        clock.now = (m - 1) * 60 + 50
+        await clockwork.plan_next()
+        await fire(prober, clock, m, network=False)
+        await asyncio.gather(*clockwork.tasks)
+        clock.now = (m + 1) * 60 + 0.5
+        await clockwork.close_due()
+        assert m not in rows(ledger)  # the round is still armed
+        await fire(prober, clock, m, network=True)
+        clock.now = (m + 1) * 60 + 0.5
+        await clockwork.close_due()
+        assert m not in rows(ledger)  # the round is running
+        await asyncio.gather(*clockwork.tasks)
+        await clockwork.close_due()
+        # the reference was down: the target's refused attempt does not count
+        assert rows(ledger)[m] == (State.NO_DATA, Reason.PROBER_NETWORK)
         await prober.stop()
 
     asyncio.run(main())

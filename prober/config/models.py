@@ -465,8 +465,9 @@ class NetworkCheckConfig(Strict):
 class SchedulerConfig(Strict):
     close_grace: Annotated[Duration, within(at_most=MAX_CLOSE_GRACE)] = Field(
         2.0,
-        description="extra wait after the last attempt's timeout before a minute closes "
-        "(at most 60s)",
+        description="how long past its end plus the largest attempt timeout a minute may "
+        "wait for attempts that have not finished (at most 60s); a minute whose attempts "
+        "have all finished closes at once",
     )
     write_buffer_minutes: int = Field(
         60,

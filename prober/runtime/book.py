@@ -74,7 +74,12 @@ class MinuteBook:
         return bool(rounds) and all(rounds)
 
     def busy(self, minute: int) -> bool:
+        """Attempts of `minute` or an earlier one are running."""
         return any(m <= minute for m in self.in_flight)
+
+    def running(self, minute: int) -> bool:
+        """Attempts of `minute` itself are running."""
+        return minute in self.in_flight
 
     def close(self, minute: int, targets: Iterable[TargetRules]) -> list[ClosedMinute]:
         """Decide `minute` for every target and forget its attempts."""

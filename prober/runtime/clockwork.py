@@ -1,6 +1,7 @@
 """The clockwork, in the order it works: plan each minute's attempts, fire each at its time,
-collect its outcome in the minute book, close each minute once its last attempt has had its
-time, and hand the closed minutes to the writer.
+collect its outcome in the minute book, close each minute as soon as every attempt planned
+in it has finished (at the latest once its last attempt has had its time), and hand the
+closed minutes to the writer.
 
 Attempts are planned a minute at a time, since one scheduler job per attempt costs as much
 CPU as the attempt (docs/decisions.md): each planned attempt is one small entry in the
@@ -19,6 +20,7 @@ import heapq
 import itertools
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -81,6 +83,9 @@ class Clockwork:
         self.book = MinuteBook()
         self.steps = StepDetector(clock)
         self.timers: list[Armed] = []  # a heap by `due`: every attempt armed, not yet fired
+        # per minute: how many of `timers` belong to it (attempts and network rounds), so a
+        # minute can close once none is left to fire and none is running
+        self.armed: defaultdict[int, int] = defaultdict(int)
         self._wakeup: asyncio.TimerHandle | None = None  # the loop timer for the earliest
         self._wakeup_due = float("inf")
         self.tasks: set[asyncio.Task[None]] = set()
@@ -146,6 +151,7 @@ class Clockwork:
         earliest = loop.time()
         shift = earliest - self.clock.wall()
         timers, push = self.timers, heapq.heappush
+        armed_before = len(timers)
         base = minute * 60
         for runtime in self.targets.all() if runtimes is None else runtimes:
             for plan in runtime.plans:
@@ -159,6 +165,7 @@ class Clockwork:
                 at = base + offset
                 if at >= after:
                     push(timers, Armed(max(earliest, at + shift), at, plan, self.netcheck))
+        self.armed[minute] += len(timers) - armed_before
         if runtimes is None:
             self.planned_through = max(self.planned_through, minute)
         self._rearm(loop)
@@ -184,6 +191,7 @@ class Clockwork:
         timers = self.timers
         while timers and timers[0].due <= now:
             armed = heapq.heappop(timers)
+            self._disarmed(int(armed.at // 60))
             if armed.cancelled:
                 continue
             plan = armed.plan
@@ -193,6 +201,13 @@ class Clockwork:
             else:
                 self._launch(planned, armed.owner)
         self._rearm(loop)
+
+    def _disarmed(self, minute: int) -> None:
+        left = self.armed[minute] - 1
+        if left > 0:
+            self.armed[minute] = left
+        else:
+            del self.armed[minute]
 
     # -- fire ----------------------------------------------------------------------------
 
@@ -229,10 +244,14 @@ class Clockwork:
     def _launch_network(self, planned: Planned, check: NetworkCheck) -> None:
         if self.stopping or self.netcheck is not check or self._late(planned):
             return
+        self.book.started(planned.minute)  # the minute waits for its round like an attempt
         self.spawn(self._network_round(planned.minute, check))
 
     async def _network_round(self, minute: int, check: NetworkCheck) -> None:
-        all_failed = await check.round_into(minute, self.book, self.stats)
+        try:
+            all_failed = await check.round_into(minute, self.book, self.stats)
+        finally:
+            self.book.abandoned(minute)
         if not self.book.is_closed(minute):
             self.writer.add_round(minute, all_failed)
 
@@ -275,17 +294,30 @@ class Clockwork:
         await self.close_due()
         await self.writer.store_evidence()
 
+    def finished(self, minute: int) -> bool:
+        """Every attempt and network round planned in `minute` has run: none armed, none
+        running, so its verdict can no longer change. (What an earlier minute left armed or
+        running when it closed is refused by the closed book; it does not hold this one.)"""
+        return (
+            minute <= self.planned_through
+            and minute not in self.armed
+            and not self.book.running(minute)
+        )
+
     async def close_due(self, final: bool = False) -> None:
         now = self.clock.wall()
         delay = self.close_delay()
-        # minute m closes at (m + 1) * 60 + delay; at shutdown every minute that has ended
-        newest = int(now // 60) - 1 if final else int((now - delay) // 60) - 1
+        # Minute m closes once it has ended and all its attempts have finished, at the latest
+        # at (m + 1) * 60 + delay (an attempt still running then gets STALL_LIMIT more); at
+        # shutdown every minute that has ended closes.
+        ended = int(now // 60) - 1
         closed_any = False
-        while self.next_close <= newest:
+        while self.next_close <= ended:
             minute = self.next_close
             overdue = now - ((minute + 1) * 60 + delay)
-            if not final and self.book.busy(minute) and overdue < STALL_LIMIT:
-                break  # attempts of this minute still running: give them a moment
+            waiting = overdue < 0 or (self.book.busy(minute) and overdue < STALL_LIMIT)
+            if not final and waiting and not self.finished(minute):
+                break  # attempts of this minute still to run: give them their time
             rules = self.targets.rules_for(minute)
             closed: list[ClosedMinute] = []
             for start in range(0, len(rules), CHUNK):
@@ -305,6 +337,7 @@ class Clockwork:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
+        self.armed.clear()
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup, self._wakeup_due = None, float("inf")

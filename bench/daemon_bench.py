@@ -6,9 +6,18 @@ warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, sch
 CPU window, how long after a minute's end all its verdicts are in /metrics. The baseline,
 measured in the same run, is a bare aiohttp keep-alive client sending the same requests in a
 loop: the cost of one HTTP exchange on this machine, which no prober built on it can go
-below.
+below. It also counts, over the measured minutes, the attempts skipped for starting late
+(`im_scheduler_misfires_total`) and the minutes recorded `no_data` (a prober that keeps up
+has none).
+
+`--ledger sqlite postgres` runs every size on both ledgers, one after the other: the
+PostgreSQL one is a durable cluster of Debian's PostgreSQL on 127.0.0.1 (tests/
+postgres_fixture.py), pinned to CPU 1 with the server, and the daemon on it is a fleet of
+one (it decides as a vantage and closes the fleet's minutes). The last column is the
+figure's ratio to SQLite's at the same size.
 
     python bench/daemon_bench.py [--targets 1 100 1000 5000] [--minutes 2]
+                                 [--ledger sqlite postgres]
 """
 
 from __future__ import annotations
@@ -171,6 +180,15 @@ def quantile(
     return float("nan")
 
 
+def counter_total(text: str, name: str, where: str = "") -> float:
+    """The sum of a family's samples (those whose line contains `where`), by a plain scan."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in "{ " and where in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def verdicts_so_far(text: str) -> float:
     """Every minute verdict exported (im_minute_verdicts_total summed over its series), read
     with a plain scan: the client library's parser takes seconds on 10,000 targets."""
@@ -224,12 +242,31 @@ WITHOUT_WARM = (
 )
 
 
+PASSWORD_ENV = "IM_PROBER_BENCH_PG_PASSWORD"
+
+
 def run_one(
-    targets: int, minutes: int, server: str, *, status_warm: bool = True
+    targets: int,
+    minutes: int,
+    server: str,
+    *,
+    status_warm: bool = True,
+    postgres: tuple[str, str] | None = None,
 ) -> dict[str, float]:
+    """One daemon run; `postgres` is (ledger URL, password) for a PostgreSQL ledger."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         write_config(config, targets, server)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IM_PROBER_")}
+        if postgres is not None:
+            url, env[PASSWORD_ENV] = postgres
+            text = config.read_text()
+            head = "ledger: {path: ledger.sqlite3}\n"
+            assert text.startswith(head)
+            config.write_text(
+                f"vantage: bench\nledger: {{url: '{url}', password: {{env: {PASSWORD_ENV}}}}}\n"
+                + text[len(head) :]
+            )
         port = free_port()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         proc = subprocess.Popen(
@@ -246,6 +283,7 @@ def run_one(
                 "warning",
             ],
             cwd=ROOT,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(Path(tmp) / "log", "w"),  # noqa: SIM115
         )
@@ -277,6 +315,12 @@ def run_one(
             lag0, _ = histogram(text0, "im_scheduler_lag_seconds")
             lag1, _ = histogram(text1, "im_scheduler_lag_seconds")
             attempts = attempts_done(text1) - attempts_done(text0)
+            skipped = counter_total(text1, "im_scheduler_misfires_total") - counter_total(
+                text0, "im_scheduler_misfires_total"
+            )
+            no_data = counter_total(
+                text1, "im_minute_verdicts_total", 'state="no_data"'
+            ) - counter_total(text0, "im_minute_verdicts_total", 'state="no_data"')
             return {
                 "targets": targets,
                 "attempts_per_s": attempts / (t1 - t0),
@@ -288,6 +332,8 @@ def run_one(
                 "scrape_lines": body.count("\n"),
                 "settle_s": settled,
                 "verdict_s": verdict_s,
+                "skipped": skipped,
+                "no_data_minutes": no_data,
             }
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -304,7 +350,17 @@ def main() -> None:
     parser.add_argument(
         "--no-status-warm", action="store_true", help="skip the status page's start-up reads"
     )
+    parser.add_argument("--ledger", nargs="+", choices=["sqlite", "postgres"], default=["sqlite"])
     args = parser.parse_args()
+    cluster = None
+    if "postgres" in args.ledger:
+        sys.path.insert(0, str(ROOT))
+        from fleet_bench import pin_tree
+
+        from tests.postgres_fixture import PostgresCluster
+
+        cluster = PostgresCluster(durable=True).start()
+        pin_tree(cluster.pid or 0, 1)
     port = free_port()
     server = subprocess.Popen(
         [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
@@ -315,21 +371,44 @@ def main() -> None:
         base = baseline(url, 3000)
         print(f"baseline: bare aiohttp keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
         print(
-            "targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  lag p50/p99 ms  "
-            "scrape ms (lines)  verdict s after the minute"
+            "ledger   targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  "
+            "lag p50/p99 ms  scrape ms (lines)  verdict s  skipped  no_data  "
+            "CPU/RSS/verdict x sqlite"
         )
         for n in args.targets:
-            r = run_one(n, args.minutes, url, status_warm=not args.no_status_warm)
-            print(
-                f"{n:7d}  {r['attempts_per_s']:10.1f}  {r['cpu_us_per_attempt']:8.0f} "
-                f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "
-                f"{r['rss_mb']:6.0f}  {r['lag_p50_ms']:5.0f} / {r['lag_p99_ms']:<5.0f}    "
-                f"{r['scrape_ms']:6.1f} ({r['scrape_lines']})  {r['verdict_s']:5.1f}",
-                flush=True,
-            )
+            results: dict[str, dict[str, float]] = {}
+            for ledger in args.ledger:
+                postgres = None
+                if ledger == "postgres":
+                    assert cluster is not None
+                    database = cluster.create_database("daemon_bench")
+                    postgres = (cluster.url(database), cluster.password)
+                r = run_one(
+                    n, args.minutes, url, status_warm=not args.no_status_warm, postgres=postgres
+                )
+                results[ledger] = r
+                sqlite = results.get("sqlite")
+                ratios = (
+                    f"{r['cpu_us_per_attempt'] / sqlite['cpu_us_per_attempt']:.2f} / "
+                    f"{r['rss_mb'] / sqlite['rss_mb']:.2f} / "
+                    f"{r['verdict_s'] / sqlite['verdict_s']:.2f}"
+                    if sqlite is not None and ledger != "sqlite"
+                    else "-"
+                )
+                print(
+                    f"{ledger:8s} {n:7d}  {r['attempts_per_s']:10.1f}  "
+                    f"{r['cpu_us_per_attempt']:8.0f} "
+                    f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "
+                    f"{r['rss_mb']:6.0f}  {r['lag_p50_ms']:5.0f} / {r['lag_p99_ms']:<5.0f}    "
+                    f"{r['scrape_ms']:6.1f} ({r['scrape_lines']})  {r['verdict_s']:9.1f}  "
+                    f"{r['skipped']:7.0f}  {r['no_data_minutes']:7.0f}  {ratios}",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
 
         thresholds = tuple(map(int, os.environ["BENCH_GC_THRESHOLDS"].split(",")))
         QuietCollector.THRESHOLDS = thresholds  # type: ignore[assignment]
+    # experiments with the GIL's switch interval (how long a thread that wants the GIL waits
+    # before asking the holder to let go; CPython's default is 5 ms)
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     if os.environ.get("BENCH_NO_STATUS_WARM"):
         import prober.status.views as views
 
@@ -256,6 +260,16 @@ def watch(targets: int, minutes: int, threshold_ms: float, profile: Path | None)
             f"start lag, exact, of {len(lags):,} attempts: p50 {at[0]:.1f} ms, p99 {at[1]:.1f} ms, "
             f"p99.9 {at[2]:.1f} ms, max {lags[-1] * 1e3:.1f} ms"
         )
+        # when in the minute the late ones started: a cluster points at what held them
+        late = [at for at, lag in dumped["lags"] if t0 <= at <= t1 and lag > 0.02]
+        by_second: dict[int, int] = defaultdict(int)
+        for at in late:
+            by_second[int(at % 60)] += 1
+        busiest = sorted(by_second.items(), key=lambda kv: -kv[1])[:8]
+        print(
+            f"attempts over 20 ms late: {len(late):,}; by second of the minute (most first): "
+            + ", ".join(f":{second:02d} {count}" for second, count in busiest)
+        )
     for generation in (0, 1, 2):
         passes = [c for c in collections if c[3] == generation]
         if passes:
@@ -297,6 +311,9 @@ def main() -> None:
     parser.add_argument(
         "--no-status-warm", action="store_true", help="skip the status page's start-up reads"
     )
+    parser.add_argument(
+        "--switch-interval", type=float, help="the daemon's sys.setswitchinterval (seconds)"
+    )
     parser.add_argument("--child", type=Path)
     args, rest = parser.parse_known_args()
     if args.child is not None:
@@ -304,6 +321,8 @@ def main() -> None:
         raise SystemExit(child(args.child, args.threshold_ms / 1000, rest))
     if args.no_status_warm:
         os.environ["BENCH_NO_STATUS_WARM"] = "1"
+    if args.switch_interval is not None:
+        os.environ["BENCH_SWITCH_INTERVAL"] = str(args.switch_interval)
     watch(args.targets, args.minutes, args.threshold_ms, args.profile)
 
 

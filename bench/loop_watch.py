@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -106,12 +105,9 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
             json.dumps({"callbacks": records, "collections": collections, "lags": list(lags)})
         )
 
-    def dumper() -> None:
-        while True:
-            time.sleep(5)
-            dump()
-
-    threading.Thread(target=dumper, daemon=True).start()
+    # Written once, as the daemon exits (the watch stops it with SIGTERM). A thread that
+    # dumped everything every 5 s held the GIL for tens of ms each time as the lists grew,
+    # and made the attempts due meanwhile late: the watch measured itself.
     sys.path.insert(0, str(ROOT))  # this tree's package, as `python -m prober` from ROOT
     # experiments with the collector's thresholds (the daemon sets its own at start)
     if os.environ.get("BENCH_GC_THRESHOLDS"):

@@ -112,6 +112,34 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(backend: Backend
     asyncio.run(main())
 
 
+def test_the_fleet_minute_closes_before_the_close_time_once_every_live_vantage_closed_it(
+    backend: Backend,
+) -> None:
+    async def main() -> None:
+        probers, clock = fleet(backend)
+        a, b = probers["a"], probers["b"]
+        await start(a, b)
+        minute = int(BASE // 60)
+        await attempt(a, Outcome.FAILURE, BASE + 10)
+        await attempt(b, Outcome.SUCCESS, BASE + 12)
+        for prober in (a, b):  # every attempt planned in the minute has run
+            prober.clockwork.timers.clear()
+            prober.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.5  # the close time is 3 s after the end
+        await b.writer.store_evidence(beat=True)  # b is alive
+        await a.clockwork.close_due()
+        assert a.fleet is not None
+        await a.fleet.tick()  # a leads
+        assert fleet_row(a.ledger, minute) is None  # b, alive, has not closed it yet
+        await b.clockwork.close_due()
+        await a.fleet.tick()
+        assert fleet_row(a.ledger, minute) == (State.AVAILABLE, Reason.NONE)
+        for p in (a, b):
+            await p.stop()
+
+    asyncio.run(main())
+
+
 def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(backend: Backend) -> None:
     async def main() -> None:
         probers, clock = fleet(backend)

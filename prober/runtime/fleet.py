@@ -1,7 +1,8 @@
 """The fleet closer: with several probers on one PostgreSQL ledger, each closes its own
 minutes as a vantage, and one of them at a time (the holder of the ledger's lease) turns
-the vantages' verdicts into the fleet's: once every vantage that is alive has closed the
-minute, or `close_deadline` after the minute's close time, whichever comes first. A prober
+the vantages' verdicts into the fleet's: once the minute has ended and every vantage that
+is alive has closed it (vantages close a minute as soon as its attempts have finished), or
+`close_deadline` after the minute's latest close time, whichever comes first. A prober
 that is not the closer keeps trying for the lease every couple of seconds, so when the
 closer dies another takes over and closes what is due, including what the dead one left.
 """
@@ -22,7 +23,7 @@ from ..records import ClosedMinute
 from ..sla import OutcomeCounts, minute_iso
 from ..stats import RuntimeStats
 from .clock import Clock
-from .writer import WRITE_ERRORS
+from .writer import CHUNK, WRITE_ERRORS
 
 ALIVE_WITHIN = 15.0  # seconds since a vantage's last heartbeat that it still counts as alive
 LEAD_RETRY = 2.0  # seconds between tries for the lease by a prober that is not the closer
@@ -106,12 +107,14 @@ class FleetCloser:
         )
 
     def _closable(self, minute: int, now: float, seen: list[fleet_rows.VantageSeen]) -> bool:
-        close_at = (minute + 1) * 60 + self.close_delay()
-        if now < close_at:
+        if now < (minute + 1) * 60:
             return False
+        close_at = (minute + 1) * 60 + self.close_delay()  # the vantages' latest close
         if now >= close_at + self.settings().close_deadline:
             return True
         alive = [v for v in seen if now - v.last_seen <= ALIVE_WITHIN]
+        if now < close_at and not alive:
+            return False  # nobody to wait for yet is not everybody done
         return all(v.closed_through >= minute for v in alive)
 
     async def close_due(self, now: float) -> None:
@@ -126,7 +129,9 @@ class FleetCloser:
             # The fleet's minutes carry the vantages' summed counts: attempt totals, in the
             # ledger and in the view, count those (a vantage row written after the deadline
             # is kept as evidence but counts nowhere, like an attempt after its minute).
-            self.view.apply(written)
+            for start in range(0, len(written), CHUNK):  # the loop runs attempts meanwhile
+                self.view.apply(written[start : start + CHUNK])
+                await asyncio.sleep(0)
             self.next_close += 1
 
     def decide(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from prober.errors import LedgerError
 from prober.ledger import chain, postgres, store
 from prober.ledger.chain import ChainKey, Head
-from prober.ledger.fleet import write_vantage_minutes
+from prober.ledger.fleet import verdicts_of_minute, write_vantage_minutes
 from prober.ledger.store import Ledger, MinuteRow, NetworkRound, PendingEvidence
 from prober.records import Attempt, ClosedMinute
 from prober.sla import Outcome, State, Verdict
@@ -179,6 +179,30 @@ def test_a_minute_already_in_the_ledger_does_not_advance_its_chain(backend: Back
         assert (result.added, result.unchanged) == (0, 1)
         assert chain.heads(ledger) == before
     assert verified(backend).ok
+
+
+def test_a_vantage_batch_with_a_minute_already_there_writes_only_the_new_ones(
+    backend: Backend,
+) -> None:
+    """Vantage verdicts go in one bulk insert; when a minute of the batch was decided before
+    (a restarted vantage), that is undone and the batch goes row by row: the old minute
+    stays as it was, the chains advance by the new rows only and the ledger verifies."""
+    with backend.open() as ledger:
+        first = [decided("a", M + m, PROBES, []) for m in range(2)]
+        assert write_vantage_minutes(ledger, first, PendingEvidence("v2", [], [], 1.0)) == first
+        heads = {h.key: h.seq for h in chain.heads(ledger)}
+        failed = decided("a", M + 1, PROBES, attempts_of(M + 1, failed=True, vantage="v2"))
+        later = decided("a", M + 2, PROBES, [])
+        written = write_vantage_minutes(ledger, [failed, later], PendingEvidence("v2", [], [], 2.0))
+        assert written == [later]
+        grown = {h.key: h.seq for h in chain.heads(ledger)}
+        keys = [k for k in grown if k.table == "vantage_minutes"]
+        assert len(keys) == 1 + len(PROBES)
+        assert all(grown[k] == heads[k] + 1 for k in keys)  # one row each: M + 2's
+        rows = verdicts_of_minute(ledger, M + 1)[("a", "")]
+    assert {v.verdict.state for v in rows} == {first[1].verdict.state}  # as it was
+    result = verified(backend)
+    assert result.ok, breaks_of(result)
 
 
 def test_a_series_id_a_rolled_back_write_gave_back_is_chained_under_its_new_name(

@@ -1,8 +1,9 @@
 """Where the daemon's memory goes: the real daemon probes N `http` targets (as
 bench/daemon_bench.py) with tracemalloc on from its first import; after a warm-up that has
 closed and written minutes, one snapshot of what Python allocated is grouped by the
-module that allocated it, beside the process's RSS (the gap is the interpreter's own and
-C libraries': OpenSSL, SQLite's page cache, the allocator's free lists).
+module that allocated it, beside the process's RSS. The gap is C libraries' (OpenSSL,
+SQLite's page cache), the allocator's free lists and, much the largest part here,
+tracemalloc's own record of every live allocation: read the traced figures, not the RSS.
 
 tracemalloc slows the daemon down (every allocation is traced), so the default size is
 2,000 targets, which it still probes on time; per-target figures scale to other sizes.
@@ -127,7 +128,7 @@ def run(targets: int, after: float, top: int) -> None:
     print(
         f"{targets} targets, snapshot {after:.0f} s after start ({attempts:.0f} attempts so far): "
         f"RSS {found['rss_mb']:.0f} MB, traced by Python {traced:.0f} MB, "
-        f"untraced {found['rss_mb'] - traced:.0f} MB"
+        f"untraced (tracemalloc's own records among it) {found['rss_mb'] - traced:.0f} MB"
     )
     print(f"by module (top {top}):            MB   KB/target")
     for owner, size in sorted(found["owners"].items(), key=lambda kv: -kv[1])[:top]:

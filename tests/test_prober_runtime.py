@@ -349,6 +349,18 @@ def test_a_planning_job_that_missed_a_minute_plans_the_rest_of_the_current_one(
     asyncio.run(main())
 
 
+async def started_with_next_minute_planned(
+    tmp_path: Path, network: bool = False
+) -> tuple[Prober, FakeClock, Ledger, int]:
+    """A started prober whose :50 job has armed the next minute m's attempts; returns m."""
+    prober, clock, ledger = make(tmp_path, network=network)
+    await prober.start()
+    m = int(BASE // 60) + 1
+    clock.now = (m - 1) * 60 + 50
+    await prober.clockwork.plan_next()
+    return prober, clock, ledger, m
+
+
 async def fire(prober: Prober, clock: FakeClock, minute: int, network: bool) -> None:
     """Fire `minute`'s armed target attempts (or its network rounds) as the loop timer does,
     at their planned time, and leave them running."""
@@ -373,12 +385,8 @@ def test_a_minute_closes_as_soon_as_every_attempt_planned_in_it_has_finished(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        prober, clock, ledger = make(tmp_path)
-        await prober.start()
+        prober, clock, ledger, m = await started_with_next_minute_planned(tmp_path)
         clockwork = prober.clockwork
-        m = int(BASE // 60) + 1
-        clock.now = (m - 1) * 60 + 50
-        await clockwork.plan_next()
         assert clockwork.armed[m] == 1
         just_after = (m + 1) * 60 + 0.5  # before the fixed close at the end + 1 s + 2 s
         clock.now = just_after
@@ -403,11 +411,7 @@ def test_an_attempt_that_never_fired_holds_its_minute_only_until_the_fixed_close
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        prober, clock, ledger = make(tmp_path)
-        await prober.start()
-        m = int(BASE // 60) + 1
-        clock.now = (m - 1) * 60 + 50
-        await prober.clockwork.plan_next()
+        prober, clock, ledger, m = await started_with_next_minute_planned(tmp_path)
         clock.now = (m + 1) * 60 + 2.9  # end + timeout 1 s + grace 2 s is 3 s
         await prober.clockwork.close_due()
         assert m not in rows(ledger)
@@ -421,12 +425,8 @@ def test_an_attempt_that_never_fired_holds_its_minute_only_until_the_fixed_close
 
 def test_a_network_round_to_run_or_running_holds_its_minute(tmp_path: Path) -> None:
     async def main() -> None:
-        prober, clock, ledger = make(tmp_path, network=True)
-        await prober.start()
+        prober, clock, ledger, m = await started_with_next_minute_planned(tmp_path, network=True)
         clockwork = prober.clockwork
-        m = int(BASE // 60) + 1
-        clock.now = (m - 1) * 60 + 50
-        await clockwork.plan_next()
         await fire(prober, clock, m, network=False)
         await asyncio.gather(*clockwork.tasks)
         clock.now = (m + 1) * 60 + 0.5

@@ -112,7 +112,7 @@ def _insert_all_new(
     row, a PostgreSQL round trip each, a minute of 10,000 targets took 14 s to write, 6.5 s
     of it the prober's CPU; in bulk 2.1-2.4 s: bench/README.md.) When a row was there
     already, all of it is undone and None returned."""
-    heads, before = dict(tx._heads), dict(tx._before)
+    heads = tx.heads_snapshot()
     rows, totals = [], Counter()
     for item in closed:
         for probe, verdict, counts in _rows_of(item):
@@ -130,10 +130,7 @@ def _insert_all_new(
         return list(closed), totals
     db.execute("ROLLBACK TO SAVEPOINT vantage_rows")
     db.execute("RELEASE SAVEPOINT vantage_rows")
-    tx._heads.clear()
-    tx._heads.update(heads)
-    tx._before.clear()
-    tx._before.update(before)
+    tx.restore_heads(heads)
     return None, Counter()
 
 

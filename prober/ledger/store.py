@@ -798,6 +798,14 @@ class _Transaction:
         """The row just linked was not added (it was there already): its chain goes back."""
         self._heads[key] = self._before[key]
 
+    def heads_snapshot(self) -> dict[tuple[str, int, str], tuple[int, bytes]]:
+        """Every chain's head now, for `restore_heads` when a batch linked ahead is undone."""
+        return dict(self._heads)
+
+    def restore_heads(self, snapshot: dict[tuple[str, int, str], tuple[int, bytes]]) -> None:
+        self._heads.clear()
+        self._heads.update(snapshot)
+
     def attempt_chains(self, attempts: Iterable[Attempt]) -> list[tuple[str, int, str]]:
         series_id = self._ledger._series_id
         return [("attempts", series_id(a.target, a.probe), a.vantage) for a in attempts]
@@ -952,12 +960,11 @@ class _MinuteLinks:
         self._tx.unlink((self._table, row[0], ""))
 
     def snapshot(self) -> object:
-        return dict(self._tx._heads)
+        return self._tx.heads_snapshot()
 
     def restore(self, snapshot: object) -> None:
         assert isinstance(snapshot, dict)
-        self._tx._heads.clear()
-        self._tx._heads.update(snapshot)
+        self._tx.restore_heads(snapshot)
 
 
 _split_sql = split_sql  # tests build old schemas step by step

@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -28,13 +27,13 @@ from pathlib import Path
 
 import yaml
 from daemon_bench import (
-    ROOT,
     cpu_seconds,
     free_port,
     pinned,
     rss_mb,
     run_one,
     scrape,
+    start_fast_server,
     start_prometheus,
 )
 
@@ -167,11 +166,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--minutes", type=int, default=2)
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
-    )
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_fast_server()
     try:
         time.sleep(1.5)
         print(

@@ -97,6 +97,15 @@ def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() > 1 else []
 
 
+def start_fast_server() -> tuple[subprocess.Popen[bytes], str]:
+    """bench/fast_server.py on a free port, pinned to CPU 1; the process and its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
 def start_prometheus(
     folder: Path, config: str, *, cpu: int | None = None, flags: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -361,11 +370,7 @@ def main() -> None:
 
         cluster = PostgresCluster(durable=True).start()
         pin_tree(cluster.pid or 0, 1)
-    port = free_port()
-    server = subprocess.Popen(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
-    )
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_fast_server()
     try:
         time.sleep(1.5)
         base = baseline(url, 3000)

@@ -47,6 +47,7 @@ from daemon_bench import (  # noqa: E402
     pinned,
     rss_mb,
     scrape,
+    start_fast_server,
     write_config,
 )
 
@@ -451,14 +452,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="take-over rounds")
     args = parser.parse_args()
 
-    port = free_port()
-    server = subprocess.Popen(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
-    )
+    server, url = start_fast_server()
     try:
         time.sleep(1.5)
         with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
-            run(args.targets, args.minutes, args.rounds, f"http://127.0.0.1:{port}", Path(tmp))
+            run(args.targets, args.minutes, args.rounds, url, Path(tmp))
     finally:
         server.terminate()
         server.wait()

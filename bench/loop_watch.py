@@ -38,6 +38,7 @@ from daemon_bench import (
     rss_mb,
     scrape,
     settle,
+    start_fast_server,
     write_config,
 )
 
@@ -145,14 +146,11 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
 
 
 def watch(targets: int, minutes: int, threshold_ms: float, profile: Path | None) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
-    )
+    server, url = start_fast_server()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = folder / "config.yaml"
-        write_config(config, targets, f"http://127.0.0.1:{port}")
+        write_config(config, targets, url)
         out = folder / "slow.json"
         web = free_port()
         base = f"http://127.0.0.1:{web}"

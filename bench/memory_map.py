@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from daemon_bench import ROOT, free_port, pinned, rss_mb, scrape, write_config
+from daemon_bench import ROOT, free_port, pinned, rss_mb, scrape, start_fast_server, write_config
 
 
 def _owner(filename: str) -> str:
@@ -72,14 +72,11 @@ def child(out: Path, after: float, argv: list[str]) -> int:
 
 
 def run(targets: int, after: float, top: int) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [*pinned(1), sys.executable, str(ROOT / "bench" / "fast_server.py"), str(port)]
-    )
+    server, url = start_fast_server()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = folder / "config.yaml"
-        write_config(config, targets, f"http://127.0.0.1:{port}")
+        write_config(config, targets, url)
         out = folder / "memory.json"
         web = free_port()
         proc = subprocess.Popen(

@@ -166,7 +166,9 @@ def test_the_24_hours_have_the_failed_minutes_where_the_ledger_has_them(month) -
     assert day["since"] == minute_iso(since)
     failed = {since + i for i, letter in enumerate(day["states"]) if letter == "f"}
     assert failed == {m for m in history.failed if m >= since}
-    assert failed == set(history.recent_outage)
+    # the outage 3 hours ago is among them (the history's random blips may fall in the last
+    # 24 hours too when the service month began less than a day ago)
+    assert set(history.recent_outage) <= failed
     for probe in PROBES:
         assert {since + i for i, c in enumerate(day["probes"][probe]) if c == "f"} == failed
 

@@ -2,8 +2,9 @@
 
 For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1), lets it
 warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
-(p50/p99 from the lag histogram), /metrics scrape time and, in one more minute outside the
-CPU window, how long after a minute's end all its verdicts are in /metrics. The baseline,
+(p50/p99 from the lag histogram) and, in two more minutes outside the CPU window, how long
+after a minute's end all its verdicts are in /metrics and how long a scrape takes (one every
+2 s for a minute, the minute's close among them: median, p90, max). The baseline,
 measured in the same run, is a bare aiohttp keep-alive client sending the same requests in a
 loop: the cost of one HTTP exchange on this machine, which no prober built on it can go
 below. It also counts, over the measured minutes, the attempts skipped for starting late
@@ -222,6 +223,18 @@ def verdict_delay(metrics_url: str, targets: int) -> float:
     return float("nan")
 
 
+def scrapes_over_a_minute(metrics_url: str, every: float = 2.0) -> tuple[list[float], str]:
+    """Seconds each scrape took, one every `every` s for a minute (the minute's close among
+    them, as for a Prometheus scraping at any phase), and the last body."""
+    times, body, end = [], "", time.time() + 60
+    while time.time() < end:
+        s0 = time.perf_counter()
+        body = scrape(metrics_url)
+        times.append(time.perf_counter() - s0)
+        time.sleep(max(0.0, every - (time.perf_counter() - s0)))
+    return times, body
+
+
 def baseline(server: str, requests: int) -> float:
     """CPU seconds per request of a bare aiohttp keep-alive client (the daemon's own HTTP
     stack, with nothing around it)."""
@@ -315,12 +328,8 @@ def run_one(
             time.sleep(minutes * 60)
             text1 = scrape(metrics_url)
             cpu1, t1 = cpu_seconds(proc.pid), time.time()
-            scrape_times = []
-            for _ in range(5):
-                s0 = time.perf_counter()
-                body = scrape(metrics_url)
-                scrape_times.append(time.perf_counter() - s0)
             verdict_s = verdict_delay(metrics_url, targets)
+            scrape_times, body = scrapes_over_a_minute(metrics_url)
             lag0, _ = histogram(text0, "im_scheduler_lag_seconds")
             lag1, _ = histogram(text1, "im_scheduler_lag_seconds")
             attempts = attempts_done(text1) - attempts_done(text0)
@@ -338,6 +347,8 @@ def run_one(
                 "lag_p50_ms": quantile(lag1, lag0, 0.5) * 1000,
                 "lag_p99_ms": quantile(lag1, lag0, 0.99) * 1000,
                 "scrape_ms": statistics.median(scrape_times) * 1000,
+                "scrape_p90_ms": statistics.quantiles(scrape_times, n=10)[-1] * 1000,
+                "scrape_max_ms": max(scrape_times) * 1000,
                 "scrape_lines": body.count("\n"),
                 "settle_s": settled,
                 "verdict_s": verdict_s,
@@ -377,7 +388,7 @@ def main() -> None:
         print(f"baseline: bare aiohttp keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
         print(
             "ledger   targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  "
-            "lag p50/p99 ms  scrape ms (lines)  verdict s  skipped  no_data  "
+            "lag p50/p99 ms  scrape ms p50/p90/max (lines)  verdict s  skipped  no_data  "
             "CPU/RSS/verdict x sqlite"
         )
         for n in args.targets:
@@ -405,7 +416,9 @@ def main() -> None:
                     f"{r['cpu_us_per_attempt']:8.0f} "
                     f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "
                     f"{r['rss_mb']:6.0f}  {r['lag_p50_ms']:5.0f} / {r['lag_p99_ms']:<5.0f}    "
-                    f"{r['scrape_ms']:6.1f} ({r['scrape_lines']})  {r['verdict_s']:9.1f}  "
+                    f"{r['scrape_ms']:4.0f} / {r['scrape_p90_ms']:4.0f} / "
+                    f"{r['scrape_max_ms']:4.0f} "
+                    f"({r['scrape_lines']})  {r['verdict_s']:9.1f}  "
                     f"{r['skipped']:7.0f}  {r['no_data_minutes']:7.0f}  {ratios}",
                     flush=True,
                 )

@@ -15,21 +15,18 @@ LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 
 
 class Histogram:
-    """Counts per bucket (the last one unbounded) and the sum; `changes` lets the renderer
-    keep a histogram's text until it changes."""
+    """Counts per bucket (the last one unbounded) and the sum."""
 
-    __slots__ = ("buckets", "changes", "counts", "sum")
+    __slots__ = ("buckets", "counts", "sum")
 
     def __init__(self, buckets: Sequence[float]) -> None:
         self.buckets = tuple(buckets)
         self.counts = [0] * (len(self.buckets) + 1)
         self.sum = 0.0
-        self.changes = 0
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.buckets, value)] += 1
         self.sum += value
-        self.changes += 1
 
 
 class FinishedAttempt(Protocol):
@@ -79,12 +76,17 @@ class RuntimeStats:
     # so a renewed certificate replaces the old one
     tls_not_after: dict[tuple[str, str], float] = field(default_factory=dict)
     streaks: dict[tuple[str, str], Streak] = field(default_factory=dict)
+    # (target, probe)s whose duration histogram or streak moved since the exposition last
+    # took this set: it renders only those again (at most one entry per configured probe)
+    moved: set[tuple[str, str]] = field(default_factory=set)
 
     def observe_duration(self, target: str, probe: str, seconds: float) -> None:
-        histogram = self.durations.get((target, probe))
+        key = (target, probe)
+        histogram = self.durations.get(key)
         if histogram is None:
-            histogram = self.durations[(target, probe)] = Histogram(DURATION_BUCKETS)
+            histogram = self.durations[key] = Histogram(DURATION_BUCKETS)
         histogram.observe(seconds)
+        self.moved.add(key)
 
     def saw_certificate(self, target: str, probe: str, not_after: float | None) -> None:
         """An attempt without TLS (or that failed before it) keeps the probe's last value."""
@@ -119,6 +121,7 @@ class RuntimeStats:
             streak.failures = 0
             # attempts may end out of order: the stamp never goes back
             streak.last_success = max(streak.last_success, attempt.started_at + attempt.duration)
+        self.moved.add(key)
 
     def keep_streaks(self, probes: Collection[tuple[str, str]]) -> None:
         """Forget the streaks of probes no longer configured, so a target removed and added

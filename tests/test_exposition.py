@@ -17,13 +17,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from prober.config.models import parse_config
+from prober.expose import metrics
 from prober.expose.metrics import Exposition, TargetInfo
 from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
-from prober.records import Attempt
+from prober.records import Attempt, ClosedMinute
 from prober.runtime.plan import Planned
 from prober.runtime.prober import Prober
-from prober.sla import DEFAULT_TIERS, Outcome, ServiceCalendar, State
+from prober.sla import DEFAULT_TIERS, Outcome, OutcomeCounts, ServiceCalendar, State, Verdict
 from prober.stats import RuntimeStats
 
 from .chat_app import free_port
@@ -203,5 +204,124 @@ def test_each_attempt_moves_the_streak_as_it_ends_not_when_its_minute_closes(tmp
             await prober.stop()
             ledger.close()
             await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# -- what a scrape on the daemon's event loop waits for ------------------------------------
+
+
+def many_targets(view: LedgerView, n: int) -> list[TargetInfo]:
+    targets = [
+        TargetInfo(f"t{i:04d}", ("login",), Fraction(99, 100), DEFAULT_TIERS, (4,))
+        for i in range(n)
+    ]
+    for t in targets:
+        view.track(t.name, ServiceCalendar(date(2026, 1, 1), "UTC"))
+    return targets
+
+
+def available_minutes(body: bytes, target: str) -> float:
+    family = next(f for f in parse_text(body.decode()) if f.name == "im_minute_verdicts")
+    (value,) = [
+        s.value
+        for s in family.samples
+        if s.labels == {"target": target, "state": "available"} and s.name.endswith("_total")
+    ]
+    return value
+
+
+def test_a_scrape_during_the_ledger_render_after_a_close_gets_the_previous_one_at_once(
+    monkeypatch,
+) -> None:
+    """At 10,000 targets the render after a close took seconds while the loop was busiest;
+    a scrape then no longer waits for it, and the next scrape has the new minute. With no
+    rendering for the configured targets (a reload) a scrape still waits for one."""
+    monkeypatch.setattr(metrics, "HOLD", 0.0)  # yield after every slice: the render is long
+    rendering: list[bool] = []
+    original = Exposition._ledger_block
+
+    def watched(self: Exposition, now: float, out: list) -> object:
+        rendering.append(True)
+        yield from original(self, now, out)
+        rendering.clear()
+
+    monkeypatch.setattr(Exposition, "_ledger_block", watched)
+    view, stats = LedgerView(), RuntimeStats()
+    targets = many_targets(view, 1000)
+    shown = Exposition(view, stats, "test")
+    shown.set_targets(targets)
+    now = MINUTE * 60 + 90
+
+    async def scrape() -> bytes:
+        return b"".join(await shown.render_pieces(now))
+
+    async def main() -> None:
+        assert available_minutes(await scrape(), "t0000") == 0
+        view.apply([ClosedMinute("t0000", MINUTE, Verdict(State.AVAILABLE), OutcomeCounts(1))])
+        ready = asyncio.get_running_loop().create_task(shown.keep_ready(lambda: now))
+        try:
+            while not rendering:
+                await asyncio.sleep(0)
+            assert available_minutes(await scrape(), "t0000") == 0  # not held by the render
+            while rendering:
+                await asyncio.sleep(0)
+            assert available_minutes(await scrape(), "t0000") == 1
+            # a reload: the families of the new target list, waited for
+            shown.set_targets([*targets, *many_targets(view, 1001)[1000:]])
+            assert available_minutes(await scrape(), "t1000") == 0
+        finally:
+            ready.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_probe_s_live_lines_follow_its_attempts_from_scrape_to_scrape() -> None:
+    """Histogram and streak lines are rendered again only for the probes whose attempts
+    ended since the last scrape; the others keep theirs, and all are served."""
+    view, stats = LedgerView(), RuntimeStats()
+    shown = Exposition(view, stats, "test")
+    shown.set_targets(many_targets(view, 3))
+
+    def counts() -> dict[str, float]:
+        text = shown.render(MINUTE * 60 + 90).decode()
+        family = next(f for f in parse_text(text) if f.name == "im_probe_duration_seconds")
+        return {s.labels["target"]: s.value for s in family.samples if s.name.endswith("_count")}
+
+    assert counts() == {"t0000": 0, "t0001": 0, "t0002": 0}
+    stats.observe_duration("t0001", "login", 0.3)
+    stats.saw_attempt(Attempt("t0001", "login", MINUTE * 60, 0.3, Outcome.FAILURE))
+    assert counts() == {"t0000": 0, "t0001": 1, "t0002": 0}
+    stats.observe_duration("t0000", "login", 0.1)
+    stats.observe_duration("t0001", "login", 0.2)
+    assert counts() == {"t0000": 1, "t0001": 2, "t0002": 0}
+    assert samples(shown, "im_probe_consecutive_failures") == {
+        ("t0000", "login"): 0, ("t0001", "login"): 1, ("t0002", "login"): 0}  # fmt: skip
+
+
+def test_a_long_render_lets_the_event_loop_run_while_it_goes() -> None:
+    """Rendering 2,000 targets from scratch takes tens of ms: it yields to the loop (at
+    least every HOLD), so timers due meanwhile run before it ends."""
+    view, stats = LedgerView(), RuntimeStats()
+    shown = Exposition(view, stats, "test")
+    shown.set_targets(many_targets(view, 2000))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        running = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        started = asyncio.get_running_loop().time()
+        await shown.render_pieces(MINUTE * 60 + 90)
+        took = asyncio.get_running_loop().time() - started
+        running.cancel()
+        assert took > 2 * metrics.HOLD, "too quick to need a yield: the test proves nothing"
+        assert ticks - before >= 2
 
     asyncio.run(main())

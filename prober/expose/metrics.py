@@ -5,11 +5,14 @@ Rendering is hand-written rather than prometheus_client's generic path because a
 with 10,000 targets exposes ~400,000 lines. Two things keep a scrape from holding up the
 attempts on the same event loop:
 - the ledger-derived families change only when minutes close, so they are rendered once per
-  change of the view (by `keep_ready` soon after a close, or by the first scrape after it)
-  and served from that rendering until the next change;
-- everything is rendered in slices of targets with a yield to the event loop between them
-  (`render_pieces`, the web path), each a millisecond or two, so an attempt due meanwhile
-  starts on time. `render` does the same work at once (tests, tools).
+  change of the view (by `keep_ready` soon after a close) and served from that rendering
+  until the next one is complete;
+- each probe's live lines (duration histogram, failure streak, last success) change only
+  when one of its attempts ends, so they are rendered again only then (`RuntimeStats.moved`)
+  and a scrape joins them;
+- what is rendered goes in slices of targets, yielding to the event loop once a slice
+  ends HOLD after the loop last ran (`render_pieces`, the web path), so an attempt due
+  meanwhile starts nearly on time. `render` does the same work at once (tests, tools).
 Each family's lines come from one %-format template per line shape, filled in C, not an
 f-string per line: a duration histogram's 15 lines cost ~5 µs instead of ~40.
 """
@@ -23,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import accumulate
-from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client import generate_latest as text_exposition
@@ -39,7 +41,8 @@ from ..stats import DURATION_BUCKETS, Histogram, RuntimeStats
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-SLICE = 100  # targets rendered between two yields to the event loop (~1-2 ms of CPU)
+SLICE = 100  # targets rendered between two chances to yield to the event loop
+HOLD = 0.004  # seconds a render may hold the event loop before it lets the loop run
 REFRESH_EVERY = 0.25  # seconds between keep_ready's looks at the view
 SCRAPED_WITHIN = 120.0  # seconds: keep_ready renders histograms ahead while scrapes come
 
@@ -131,9 +134,14 @@ def _run(slices: Iterator[None]) -> None:
 
 
 async def _run_yielding(slices: Iterator[None]) -> None:
-    """Render slice by slice, letting the event loop run what is due in between."""
+    """Render slice by slice, letting the event loop run what is due once HOLD has passed
+    since it last ran: a slice is often a fraction of a millisecond, and on a busy loop each
+    turn given away costs the render a whole round of the loop's other callbacks."""
+    resumed = time.perf_counter()
     for _ in slices:
-        await asyncio.sleep(0)
+        if time.perf_counter() - resumed >= HOLD:
+            await asyncio.sleep(0)
+            resumed = time.perf_counter()
 
 
 class _Lines:
@@ -225,10 +233,12 @@ class Exposition:
         self._ledger_task: asyncio.Task[None] | None = None
         self._standard = StandardSeries()
         self._config_samples: bytes | None = None
-        # per configured (target, probe), in order: [its histogram (None until looked up),
-        # its `changes` when rendered, its lines]
-        self._duration_slots: list[list[Any]] = []
-        self._slot_keys: list[tuple[str, str]] = []
+        # per configured (target, probe), in order: its lines of the duration histogram, of
+        # the failure streak and of the last success, each rendered again only after the
+        # probe's attempts moved them (`RuntimeStats.moved`), so a scrape mostly joins
+        self._live_slots: list[list[bytes]] = []
+        self._live_index: dict[tuple[str, str], int] = {}
+        self._live_stale: set[int] = set()  # slots to render before they are served
         self._served_at = float("-inf")  # monotonic time of the latest render_pieces
         # label text made once per target list: each target's, each (target, probe)'s
         self._target_labels: list[str] = []
@@ -245,9 +255,10 @@ class Exposition:
             f'target="{_escape(target)}",probe="{_escape(probe)}"'
             for target, probe in self._probe_keys
         ]
-        old = dict(zip(self._slot_keys, self._duration_slots, strict=True))
-        self._duration_slots = [old.get(key) or [None, -1, b""] for key in self._probe_keys]
-        self._slot_keys = list(self._probe_keys)
+        # all rendered afresh (a reload is rare; the labels may have changed)
+        self._live_slots = [[b"", b"", b""] for _ in self._probe_keys]
+        self._live_index = {key: i for i, key in enumerate(self._probe_keys)}
+        self._live_stale = set(range(len(self._probe_keys)))
         self.stats.keep_streaks(set(self._probe_keys))
 
     def configure(self, targets: Iterable[TargetBase]) -> None:
@@ -274,12 +285,17 @@ class Exposition:
 
     async def render_pieces(self, now: float, *, openmetrics: bool = False) -> list[bytes]:
         """The same bytes as `render`, in pieces, rendered slice by slice with the event loop
-        running in between; the ledger-derived families come from their rendering for the
-        view as it was when this was called, or a later one."""
+        running in between. The ledger-derived families are the latest complete rendering
+        for the configured targets: a scrape does not wait for the one `keep_ready` begins
+        after a close (at 10,000 targets that took seconds, the loop being busiest then);
+        the next scrape has the new figures. Only with no rendering for these targets yet
+        (start, reload) does a scrape wait for one."""
         self._served_at = time.monotonic()
         pieces: list[bytes] = []
         if self._shows_ledger():
-            ledger = await self._ledger_since(self.view.generation, now)
+            ledger = self._ledger
+            if ledger is None or ledger.targets is not self.targets:
+                ledger = await self._ledger_since(self.view.generation, now)
             pieces += ledger.pieces(openmetrics)
         for block in self._live_blocks(openmetrics, pieces):
             await _run_yielding(block)
@@ -288,10 +304,9 @@ class Exposition:
     async def keep_ready(self, clock: Callable[[], float]) -> None:
         """Between scrapes: render the ledger-derived families again soon after the view has
         changed (a minute closed) and stopped changing, and, while something scrapes, the
-        duration histograms that changed, a second's worth at a time; so a scrape finds
-        nearly everything rendered."""
+        live lines of the probes whose attempts moved them; so a scrape finds nearly
+        everything rendered."""
         seen = self.view.generation
-        ticks = 0
         while True:
             await asyncio.sleep(REFRESH_EVERY)
             generation = self.view.generation
@@ -300,11 +315,8 @@ class Exposition:
             if stale and generation == seen and self._shows_ledger():
                 await self._ledger_since(generation, clock())
             seen = generation
-            ticks += 1
-            if ticks * REFRESH_EVERY >= 1.0:
-                ticks = 0
-                if time.monotonic() - self._served_at < SCRAPED_WITHIN:
-                    await _run_yielding(self._durations(None))
+            if time.monotonic() - self._served_at < SCRAPED_WITHIN:
+                await _run_yielding(self._refresh_live())
 
     def _shows_ledger(self) -> bool:
         # In a fleet only the closer shows the fleet's figures, so Prometheus sums no
@@ -315,6 +327,7 @@ class Exposition:
         return [
             self._fleet_block(om, out),
             self._config_block(om, out),
+            self._refresh_live(),
             self._streak_block(om, out),
             self._process_block(om, out),
             self._standard_block(om, out),
@@ -577,80 +590,77 @@ class Exposition:
         return
         yield
 
+    def _refresh_live(self) -> Iterator[None]:
+        """Render the live slots again of the probes whose attempts moved them since the
+        last look, and of those never rendered; SLICE * 2 slots between two yields."""
+        stats = self.stats
+        moved, stats.moved = stats.moved, set()
+        index, stale = self._live_index, self._live_stale
+        for key in moved:
+            i = index.get(key)
+            if i is not None:
+                stale.add(i)
+        slots, keys, labels = self._live_slots, self._probe_keys, self._probe_labels
+        durations, streaks = stats.durations, stats.streaks
+        rendered = 0
+        while stale:
+            i = stale.pop()
+            key, label = keys[i], labels[i]
+            histogram = durations.get(key)
+            if histogram is None:  # no attempt yet: an empty histogram, shown all the same
+                histogram = durations[key] = Histogram(DURATION_BUCKETS)
+            streak = streaks.get(key)
+            failures, last_success = (
+                (0, "0")
+                if streak is None
+                else (
+                    streak.failures,
+                    _number(streak.last_success),
+                )
+            )
+            slots[i] = [
+                _histogram_text("im_probe_duration_seconds", histogram, label).encode(),
+                f"im_probe_consecutive_failures{{{label}}} {failures}\n".encode(),
+                f"im_probe_last_success_timestamp_seconds{{{label}}} {last_success}\n".encode(),
+            ]
+            rendered += 1
+            if rendered % (SLICE * 2) == 0:
+                yield
+
+    def _live_lines(self, column: int) -> list[bytes]:
+        """One column of the live slots, every configured probe's in order, in pieces of
+        SLICE * 10 probes."""
+        slots = self._live_slots
+        step = SLICE * 10
+        return [
+            b"".join([slot[column] for slot in slots[start : start + step]])
+            for start in range(0, len(slots), step)
+        ]
+
     def _streak_block(self, om: bool, out: list[bytes]) -> Iterator[None]:
         """Each attempt as it ends (not when its minute closes)."""
-        streaks = self.stats.streaks
-        failures, successes = _Lines(), _Lines()
-        failures.lines.append(
+        out.append(
             header(
                 "im_probe_consecutive_failures",
                 "gauge",
                 "Failed attempts in a row, updated as each attempt ends; a success resets "
                 "it, excluded outcomes (client_error, throttled, prober_fault) leave it.",
                 om,
-            )
+            ).encode()
         )
-        successes.lines.append(
+        out.extend(self._live_lines(1))
+        out.append(
             header(
                 "im_probe_last_success_timestamp_seconds",
                 "gauge",
                 "When the probe's latest successful attempt ended (Unix time); 0 until the "
                 "first since this process started.",
                 om,
-            )
+            ).encode()
         )
-        step = SLICE * 5  # two short lines per probe
-        for k, (key, labels) in enumerate(zip(self._probe_keys, self._probe_labels, strict=True)):
-            streak = streaks.get(key)
-            if streak is None:
-                failures.lines.append(f"im_probe_consecutive_failures{{{labels}}} 0\n")
-                successes.lines.append(f"im_probe_last_success_timestamp_seconds{{{labels}}} 0\n")
-            else:
-                failures.lines.append(
-                    f"im_probe_consecutive_failures{{{labels}}} {streak.failures}\n"
-                )
-                successes.lines.append(
-                    f"im_probe_last_success_timestamp_seconds{{{labels}}} "
-                    f"{_number(streak.last_success)}\n"
-                )
-            if k % step == step - 1:
-                failures.cut()
-                successes.cut()
-                yield
-        out.extend(failures.done())
-        out.extend(successes.done())
-
-    def _durations(self, out: list[bytes] | None) -> Iterator[None]:
-        """Each configured probe's duration histogram, rendered again only after it changed;
-        into `out` when given, else only brought up to date (keep_ready, between scrapes,
-        so a scrape finds most of them rendered)."""
-        durations = self.stats.durations
-        slots = self._duration_slots
-        chunk: list[bytes] = []
-        rendered = 0
-        for k, slot in enumerate(slots):
-            histogram = slot[0]
-            if histogram is None:
-                key = self._probe_keys[k]
-                histogram = durations.get(key)
-                if histogram is None:
-                    histogram = durations[key] = Histogram(DURATION_BUCKETS)
-                slot[0] = histogram
-            if slot[1] != histogram.changes or not slot[2]:
-                labels = self._probe_labels[k]
-                slot[1] = histogram.changes
-                slot[2] = _histogram_text("im_probe_duration_seconds", histogram, labels).encode()
-                rendered += 1
-            if out is not None:
-                chunk.append(slot[2])
-            if rendered >= SLICE * 2 or k % (SLICE * 10) == SLICE * 10 - 1:
-                if out is not None:
-                    out.append(b"".join(chunk))
-                    chunk = []
-                rendered = 0
-                yield
-        if out is not None:
-            out.append(b"".join(chunk))
+        out.extend(self._live_lines(2))
+        return
+        yield
 
     def _process_block(self, om: bool, out: list[bytes]) -> Iterator[None]:
         """This process's own figures."""
@@ -663,7 +673,7 @@ class Exposition:
                 om,
             ).encode()
         )
-        yield from self._durations(out)
+        out.extend(self._live_lines(0))
         rest = [
             header(
                 "im_scheduler_lag_seconds",

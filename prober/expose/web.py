@@ -16,6 +16,9 @@ Reload = Callable[[], Awaitable[tuple[bool, str]]]
 # slice by slice, so a scrape never holds up the attempts on the same event loop)
 Rendered = bytes | list[bytes]
 Render = Callable[[bool], Rendered | Awaitable[Rendered]]
+# Bytes a scrape's body may queue in the transport before the writer waits for the socket
+# (asyncio's default, 64 KiB, had a 33 MB body wait out hundreds of rounds of a busy loop).
+WRITE_BUFFER = 1 << 20
 Readiness = Callable[[], tuple[bool, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,6 +67,8 @@ def make_app(
             OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         )
         response.content_length = sum(len(piece) for piece in pieces)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=WRITE_BUFFER)
         await response.prepare(request)
         if request.method != "HEAD":
             for piece in pieces:

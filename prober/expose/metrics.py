@@ -10,9 +10,11 @@ attempts on the same event loop:
 - each probe's live lines (duration histogram, failure streak, last success) change only
   when one of its attempts ends, so they are rendered again only then (`RuntimeStats.moved`)
   and a scrape joins them;
-- what is rendered goes in slices of targets, yielding to the event loop once a slice
-  ends HOLD (2 ms) after the loop last ran (`render_pieces`, the web path), so an attempt due
-  meanwhile starts nearly on time. `render` does the same work at once (tests, tools).
+- what is rendered goes in slices of targets with yields to the event loop between them:
+  after every slice for the ledger families (rendered when nobody waits), and for a scrape's
+  own part once a slice ends HOLD (2 ms) after the loop last ran (`render_pieces`, the web
+  path); so an attempt due meanwhile starts nearly on time. `render` does the same work at
+  once (tests, tools).
 Each family's lines come from one %-format template per line shape, filled in C, not an
 f-string per line: a duration histogram's 15 lines cost ~5 µs instead of ~40.
 """
@@ -133,13 +135,15 @@ def _run(slices: Iterator[None]) -> None:
         pass
 
 
-async def _run_yielding(slices: Iterator[None]) -> None:
-    """Render slice by slice, letting the event loop run what is due once HOLD has passed
-    since it last ran: a slice is often a fraction of a millisecond, and on a busy loop each
-    turn given away costs the render a whole round of the loop's other callbacks."""
+async def _run_yielding(slices: Iterator[None], hold: float | None = None) -> None:
+    """Render slice by slice, letting the event loop run what is due once `hold` (HOLD)
+    seconds have passed since it last ran: a slice is often a fraction of a millisecond, and
+    on a busy loop each turn given away costs the render a whole round of the loop's other
+    callbacks. 0: after every slice."""
+    hold = HOLD if hold is None else hold
     resumed = time.perf_counter()
     for _ in slices:
-        if time.perf_counter() - resumed >= HOLD:
+        if time.perf_counter() - resumed >= hold:
             await asyncio.sleep(0)
             resumed = time.perf_counter()
 
@@ -357,7 +361,9 @@ class Exposition:
     async def _render_ledger_yielding(self, now: float) -> None:
         targets, generation = self.targets, self.view.generation
         parts: list[bytes | Header] = []
-        await _run_yielding(self._ledger_block(now, parts))
+        # After every slice: no scrape waits for this one (it serves the previous rendering
+        # meanwhile), and at a close, when the loop is busiest, the attempts go first.
+        await _run_yielding(self._ledger_block(now, parts), hold=0.0)
         if self.targets is targets:  # not replaced by a reload meanwhile
             self._ledger = _LedgerText(generation, targets, parts)
 

@@ -616,14 +616,10 @@ class Exposition:
             if histogram is None:  # no attempt yet: an empty histogram, shown all the same
                 histogram = durations[key] = Histogram(DURATION_BUCKETS)
             streak = streaks.get(key)
-            failures, last_success = (
-                (0, "0")
-                if streak is None
-                else (
-                    streak.failures,
-                    _number(streak.last_success),
-                )
-            )
+            if streak is None:
+                failures, last_success = 0, "0"
+            else:
+                failures, last_success = streak.failures, _number(streak.last_success)
             slots[i] = [
                 _histogram_text("im_probe_duration_seconds", histogram, label).encode(),
                 f"im_probe_consecutive_failures{{{label}}} {failures}\n".encode(),

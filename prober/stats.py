@@ -77,7 +77,7 @@ class RuntimeStats:
     tls_not_after: dict[tuple[str, str], float] = field(default_factory=dict)
     streaks: dict[tuple[str, str], Streak] = field(default_factory=dict)
     # (target, probe)s whose duration histogram or streak moved since the exposition last
-    # took this set: it renders only those again (at most one entry per configured probe)
+    # took this set: it renders only those again (bounded by the probes `durations` holds)
     moved: set[tuple[str, str]] = field(default_factory=set)
 
     def observe_duration(self, target: str, probe: str, seconds: float) -> None:

@@ -297,14 +297,22 @@ def test_a_probe_s_live_lines_follow_its_attempts_from_scrape_to_scrape() -> Non
     assert counts() == {"t0000": 1, "t0001": 2, "t0002": 0}
     assert samples(shown, "im_probe_consecutive_failures") == {
         ("t0000", "login"): 0, ("t0001", "login"): 1, ("t0002", "login"): 0}  # fmt: skip
+    # a success alone (no duration observed) resets the streak and stamps its end
+    stats.saw_attempt(Attempt("t0001", "login", MINUTE * 60 + 20, 0.5, Outcome.SUCCESS))
+    assert samples(shown, "im_probe_last_success_timestamp_seconds")[("t0001", "login")] == (
+        MINUTE * 60 + 20.5
+    )
+    assert samples(shown, "im_probe_consecutive_failures")[("t0001", "login")] == 0
 
 
-def test_a_long_render_lets_the_event_loop_run_while_it_goes() -> None:
-    """Rendering 2,000 targets from scratch takes tens of ms: it yields to the loop (at
-    least every HOLD), so timers due meanwhile run before it ends."""
+def test_a_scrape_s_own_rendering_lets_the_event_loop_run_while_it_goes() -> None:
+    """2,000 probes whose attempts moved them since the last scrape: rendering their lines
+    again takes tens of ms, and the scrape yields to the loop (at least every HOLD), so
+    timers due meanwhile run before it ends."""
     view, stats = LedgerView(), RuntimeStats()
     shown = Exposition(view, stats, "test")
-    shown.set_targets(many_targets(view, 2000))
+    targets = many_targets(view, 2000)
+    shown.set_targets(targets)
     ticks = 0
 
     async def ticker() -> None:
@@ -314,14 +322,65 @@ def test_a_long_render_lets_the_event_loop_run_while_it_goes() -> None:
             await asyncio.sleep(0)
 
     async def main() -> None:
+        await shown.render_pieces(MINUTE * 60 + 90)  # the first rendering of everything
+        for t in targets:
+            stats.observe_duration(t.name, "login", 0.1)
         running = asyncio.get_running_loop().create_task(ticker())
         await asyncio.sleep(0)
         before = ticks
-        started = asyncio.get_running_loop().time()
-        await shown.render_pieces(MINUTE * 60 + 90)
-        took = asyncio.get_running_loop().time() - started
+        body = b"".join(await shown.render_pieces(MINUTE * 60 + 90))
         running.cancel()
-        assert took > 2 * metrics.HOLD, "too quick to need a yield: the test proves nothing"
         assert ticks - before >= 2
+        assert body.count(b'im_probe_duration_seconds_count{target="t') == 2000
+
+    asyncio.run(main())
+
+
+def test_a_reload_while_a_scrape_or_the_ledger_render_is_paused_loses_nothing(
+    monkeypatch,
+) -> None:
+    """The scrape paused mid-way serves every probe's live lines (none blank), and the
+    ledger render cut short by the reload is done again for the new targets."""
+    monkeypatch.setattr(metrics, "HOLD", 0.0)  # yield at every chance
+    view, stats = LedgerView(), RuntimeStats()
+    targets = many_targets(view, 1000)
+    shown = Exposition(view, stats, "test")
+    shown.set_targets(targets)
+    now = MINUTE * 60 + 90
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await shown.render_pieces(now)
+        for t in targets:
+            stats.observe_duration(t.name, "login", 0.1)
+        scrape = loop.create_task(shown.render_pieces(now))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        more = [*targets, *many_targets(view, 1001)[1000:]]
+        shown.set_targets(more)  # a reload while the scrape is paused
+        body = b"".join(await scrape)
+        for name in (
+            b"im_probe_duration_seconds_count",
+            b"im_probe_consecutive_failures",
+            b"im_probe_last_success_timestamp_seconds",
+        ):
+            assert body.count(name + b'{target="t') in (1000, 1001), name
+        # keep_ready's render of the ledger families, with a reload in the middle of it
+        ready = loop.create_task(shown.keep_ready(lambda: now))
+        try:
+            view.apply([ClosedMinute("t0000", MINUTE, Verdict(State.AVAILABLE), OutcomeCounts(1))])
+            await asyncio.sleep(metrics.REFRESH_EVERY * 1.5)
+            shown.set_targets([*more])  # a second reload, while that render runs
+            for _ in range(400):
+                ledger = shown._ledger
+                if ledger is not None and ledger.generation == view.generation:
+                    break
+                await asyncio.sleep(0.01)
+            body = b"".join(await shown.render_pieces(now))
+            assert available_minutes(body, "t0000") == 1
+            assert available_minutes(body, "t1000") == 0
+            assert not ready.done()
+        finally:
+            ready.cancel()
 
     asyncio.run(main())

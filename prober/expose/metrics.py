@@ -1,20 +1,21 @@
-"""Prometheus exposition, rendered from the in-memory ledger view (DESIGN.md §8), in the
-text format or OpenMetrics.
+"""Prometheus exposition, rendered from the in-memory ledger view, in the text format or
+OpenMetrics.
 
 Rendering is hand-written rather than prometheus_client's generic path because a prober
-with 10,000 targets exposes ~400,000 lines. Two things keep a scrape from holding up the
+with 10,000 targets exposes ~400,000 lines. Three things keep a scrape from holding up the
 attempts on the same event loop:
 - the ledger-derived families change only when minutes close, so they are rendered once per
   change of the view (by `keep_ready` soon after a close) and served from that rendering
   until the next one is complete;
 - each probe's live lines (duration histogram, failure streak, last success) change only
-  when one of its attempts ends, so they are rendered again only then (`RuntimeStats.moved`)
+  when one of its attempts ends, so only the probes in `RuntimeStats.moved` are rendered
+  again (by `keep_ready` every REFRESH_EVERY while something scrapes, else by the scrape)
   and a scrape joins them;
 - what is rendered goes in slices of targets with yields to the event loop between them:
-  after every slice for the ledger families (rendered when nobody waits), and for a scrape's
-  own part once a slice ends HOLD (2 ms) after the loop last ran (`render_pieces`, the web
-  path); so an attempt due meanwhile starts nearly on time. `render` does the same work at
-  once (tests, tools).
+  after every slice for the ledger families (rendered when nobody waits), and for a
+  scrape's own part once a slice ends HOLD (2 ms) after the loop last ran, counted over the
+  whole scrape (`render_pieces`, the web path); so an attempt due meanwhile starts nearly
+  on time. `render` does the same work at once (tests, tools).
 Each family's lines come from one %-format template per line shape, filled in C, not an
 f-string per line: a duration histogram's 15 lines cost ~5 µs instead of ~40.
 """
@@ -22,6 +23,8 @@ f-string per line: a duration histogram's 15 lines cost ~5 µs instead of ~40.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +49,11 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset
 SLICE = 100  # targets rendered between two chances to yield to the event loop
 HOLD = 0.002  # seconds a render may hold the event loop before it lets the loop run
 REFRESH_EVERY = 0.25  # seconds between keep_ready's looks at the view
-SCRAPED_WITHIN = 120.0  # seconds: keep_ready renders histograms ahead while scrapes come
+SCRAPED_WITHIN = 120.0  # seconds: keep_ready renders live lines ahead while scrapes come
+
+# Columns of a probe's live slot, rendered together when its attempts move them.
+DURATIONS, FAILURES, LAST_SUCCESS = 0, 1, 2
+log = logging.getLogger(__name__)
 
 # A family's header as (name, kind, help): written out per format when served.
 Header = tuple[str, str, str]
@@ -135,12 +142,12 @@ def _run(slices: Iterator[None]) -> None:
         pass
 
 
-async def _run_yielding(slices: Iterator[None], hold: float | None = None) -> None:
-    """Render slice by slice, letting the event loop run what is due once `hold` (HOLD)
-    seconds have passed since it last ran: a slice is often a fraction of a millisecond, and
-    on a busy loop each turn given away costs the render a whole round of the loop's other
-    callbacks. 0: after every slice."""
-    hold = HOLD if hold is None else hold
+async def _run_yielding(slices: Iterator[None], *, every_slice: bool = False) -> None:
+    """Render slice by slice, letting the event loop run what is due once HOLD seconds have
+    passed since this last let it run: a slice is often a fraction of a millisecond, and on
+    a busy loop each turn given away costs the render a whole round of the loop's other
+    callbacks. `every_slice`: after each slice (a render nobody waits for)."""
+    hold = 0.0 if every_slice else HOLD
     resumed = time.perf_counter()
     for _ in slices:
         if time.perf_counter() - resumed >= hold:
@@ -226,7 +233,8 @@ class StandardSeries:
 
 class Exposition:
     """The ledger-derived families from the in-memory view (rendered once per change of it)
-    and the process's own from the runtime's stats (rendered at every scrape)."""
+    and the process's own from the runtime's stats (per-probe lines rendered once per move
+    of the probe, the rest at every scrape)."""
 
     def __init__(self, view: LedgerView, stats: RuntimeStats, version: str) -> None:
         self.view = view
@@ -301,8 +309,7 @@ class Exposition:
             if ledger is None or ledger.targets is not self.targets:
                 ledger = await self._ledger_since(self.view.generation, now)
             pieces += ledger.pieces(openmetrics)
-        for block in self._live_blocks(openmetrics, pieces):
-            await _run_yielding(block)
+        await _run_yielding(itertools.chain(*self._live_blocks(openmetrics, pieces)))
         return pieces
 
     async def keep_ready(self, clock: Callable[[], float]) -> None:
@@ -313,14 +320,21 @@ class Exposition:
         seen = self.view.generation
         while True:
             await asyncio.sleep(REFRESH_EVERY)
-            generation = self.view.generation
-            ledger = self._ledger
-            stale = ledger is None or ledger.generation != generation
-            if stale and generation == seen and self._shows_ledger():
-                await self._ledger_since(generation, clock())
-            seen = generation
-            if time.monotonic() - self._served_at < SCRAPED_WITHIN:
-                await _run_yielding(self._refresh_live())
+            try:
+                generation = self.view.generation
+                if not self._shows_ledger():
+                    # a fleet prober that stopped closing: should it close again, its
+                    # first scrape waits for a fresh rendering, not this term's last one
+                    self._ledger = None
+                ledger = self._ledger
+                stale = ledger is None or ledger.generation != generation
+                if stale and generation == seen and self._shows_ledger():
+                    await self._ledger_since(generation, clock())
+                seen = generation
+                if time.monotonic() - self._served_at < SCRAPED_WITHIN:
+                    await _run_yielding(self._refresh_live())
+            except Exception:  # a scrape renders on its own; this must not stop for good
+                log.exception("rendering the exposition ahead of scrapes failed")
 
     def _shows_ledger(self) -> bool:
         # In a fleet only the closer shows the fleet's figures, so Prometheus sums no
@@ -331,7 +345,6 @@ class Exposition:
         return [
             self._fleet_block(om, out),
             self._config_block(om, out),
-            self._refresh_live(),
             self._streak_block(om, out),
             self._process_block(om, out),
             self._standard_block(om, out),
@@ -363,7 +376,7 @@ class Exposition:
         parts: list[bytes | Header] = []
         # After every slice: no scrape waits for this one (it serves the previous rendering
         # meanwhile), and at a close, when the loop is busiest, the attempts go first.
-        await _run_yielding(self._ledger_block(now, parts), hold=0.0)
+        await _run_yielding(self._ledger_block(now, parts), every_slice=True)
         if self.targets is targets:  # not replaced by a reload meanwhile
             self._ledger = _LedgerText(generation, targets, parts)
 
@@ -378,12 +391,13 @@ class Exposition:
         out: list[bytes | Header],
         header: Header,
         samples: Callable[[int, TargetBase, list[str]], None],
+        targets: list[TargetInfo],
     ) -> Iterator[None]:
         """One family, its samples added target by target by `samples(i, target, lines)`,
-        cut into slices of SLICE targets with a yield between."""
+        cut into slices of SLICE targets with a chance to yield between."""
         out.append(header)
         lines = _Lines()
-        for i, t in enumerate(self.targets):
+        for i, t in enumerate(targets):
             samples(i, t, lines.lines)
             if i % SLICE == SLICE - 1:
                 lines.cut()
@@ -392,7 +406,9 @@ class Exposition:
 
     def _ledger_block(self, now: float, out: list[bytes | Header]) -> Iterator[None]:
         view = self.view
-        labels = self._target_labels
+        # bound once: a reload during the render must not mix two target lists (the render
+        # is then thrown away, see _render_ledger_yielding)
+        targets, labels = self.targets, self._target_labels
         # Probe-level families take the probes' labels in order, target by target.
         attempt_labels, verdict_labels = iter(self._probe_labels), iter(self._probe_labels)
 
@@ -443,6 +459,7 @@ class Exposition:
                 "Attempts by outcome (from the ledger; continues across restarts).",
             ),
             attempts,
+            targets,
         )
         yield from self._sliced(
             out,
@@ -452,6 +469,7 @@ class Exposition:
                 "Closed minutes by SLA verdict (from the ledger).",
             ),
             verdicts,
+            targets,
         )
         yield from self._sliced(
             out,
@@ -461,6 +479,7 @@ class Exposition:
                 "Closed minutes by verdict of each probe alone (from the ledger).",
             ),
             probe_verdicts,
+            targets,
         )
         yield from self._sliced(
             out,
@@ -470,8 +489,9 @@ class Exposition:
                 "Measured availability A/(A+F) over rolling windows of closed minutes.",
             ),
             availability,
+            targets,
         )
-        yield from self._month_block(now, out)
+        yield from self._month_block(now, out, targets, labels)
         yield from self._sliced(
             out,
             (
@@ -480,9 +500,12 @@ class Exposition:
                 "Start of the newest minute written to the ledger (Unix time).",
             ),
             last_closed,
+            targets,
         )
 
-    def _month_block(self, now: float, out: list[bytes | Header]) -> Iterator[None]:
+    def _month_block(
+        self, now: float, out: list[bytes | Header], targets: list[TargetInfo], labels: list[str]
+    ) -> Iterator[None]:
         families = {
             "im_sla_availability_ratio": (
                 "SLA availability 1-F/T of the current service month so far."
@@ -501,8 +524,7 @@ class Exposition:
         availabilities, coverages, downtimes, budgets, credits = (
             samples := [_Lines() for _ in families]
         )
-        labels = self._target_labels
-        for i, t in enumerate(self.targets):
+        for i, t in enumerate(targets):
             if i % SLICE == SLICE - 1:
                 for lines in samples:
                     lines.cut()
@@ -538,7 +560,7 @@ class Exposition:
             out.append((name, "gauge", help_))
             out.extend(lines.done())
 
-    # -- rendered at every scrape, in slices ----------------------------------------------
+    # -- rendered for each scrape (the live lines once per move), in slices -------------
 
     def _fleet_block(self, om: bool, out: list[bytes]) -> Iterator[None]:
         p = self.stats
@@ -598,42 +620,48 @@ class Exposition:
 
     def _refresh_live(self) -> Iterator[None]:
         """Render the live slots again of the probes whose attempts moved them since the
-        last look, and of those never rendered; SLICE * 2 slots between two yields."""
+        last look, and of those never rendered; SLICE * 2 slots between two chances to
+        yield. When it ends, every slot of `self._live_slots` is rendered (a reload while
+        it was paused makes it start again on the new slots)."""
         stats = self.stats
-        moved, stats.moved = stats.moved, set()
-        index, stale = self._live_index, self._live_stale
-        for key in moved:
-            i = index.get(key)
-            if i is not None:
-                stale.add(i)
-        slots, keys, labels = self._live_slots, self._probe_keys, self._probe_labels
-        durations, streaks = stats.durations, stats.streaks
-        rendered = 0
-        while stale:
-            i = stale.pop()
-            key, label = keys[i], labels[i]
-            histogram = durations.get(key)
-            if histogram is None:  # no attempt yet: an empty histogram, shown all the same
-                histogram = durations[key] = Histogram(DURATION_BUCKETS)
-            streak = streaks.get(key)
-            if streak is None:
-                failures, last_success = 0, "0"
-            else:
-                failures, last_success = streak.failures, _number(streak.last_success)
-            slots[i] = [
-                _histogram_text("im_probe_duration_seconds", histogram, label).encode(),
-                f"im_probe_consecutive_failures{{{label}}} {failures}\n".encode(),
-                f"im_probe_last_success_timestamp_seconds{{{label}}} {last_success}\n".encode(),
-            ]
-            rendered += 1
-            if rendered % (SLICE * 2) == 0:
-                yield
+        while True:
+            slots, index, stale = self._live_slots, self._live_index, self._live_stale
+            moved, stats.moved = stats.moved, set()
+            for key in moved:
+                i = index.get(key)
+                if i is not None:
+                    stale.add(i)
+            keys, labels = self._probe_keys, self._probe_labels
+            durations, streaks = stats.durations, stats.streaks
+            rendered = 0
+            while stale:
+                i = stale.pop()
+                key, label = keys[i], labels[i]
+                histogram = durations.get(key)
+                if histogram is None:  # no attempt yet: an empty histogram, shown all the same
+                    histogram = durations[key] = Histogram(DURATION_BUCKETS)
+                streak = streaks.get(key)
+                if streak is None:
+                    failures, last_success = 0, "0"
+                else:
+                    failures, last_success = streak.failures, _number(streak.last_success)
+                slots[i] = [
+                    _histogram_text("im_probe_duration_seconds", histogram, label).encode(),
+                    f"im_probe_consecutive_failures{{{label}}} {failures}\n".encode(),
+                    f"im_probe_last_success_timestamp_seconds{{{label}}} {last_success}\n".encode(),
+                ]
+                rendered += 1
+                if rendered % (SLICE * 2) == 0:
+                    yield
+            if self._live_slots is slots:
+                return
 
     def _live_lines(self, column: int, out: list[bytes]) -> Iterator[None]:
-        """One column of the live slots, every configured probe's in order, into `out` in
-        pieces of SLICE * 10 probes (joining a 10,000 probes' histograms at once held the
-        loop for tens of ms while the writer thread wanted the GIL)."""
-        slots = self._live_slots
+        """One column of the live slots, every configured probe's in order, brought up to
+        date first, into `out` in pieces of SLICE * 10 probes (joining 10,000 probes'
+        histograms at once held the loop for tens of ms while the writer wanted the GIL)."""
+        yield from self._refresh_live()
+        slots = self._live_slots  # all rendered: no yield since the refresh ended
         step = SLICE * 10
         for start in range(0, len(slots), step):
             out.append(b"".join([slot[column] for slot in slots[start : start + step]]))
@@ -650,7 +678,7 @@ class Exposition:
                 om,
             ).encode()
         )
-        yield from self._live_lines(1, out)
+        yield from self._live_lines(FAILURES, out)
         out.append(
             header(
                 "im_probe_last_success_timestamp_seconds",
@@ -660,7 +688,7 @@ class Exposition:
                 om,
             ).encode()
         )
-        yield from self._live_lines(2, out)
+        yield from self._live_lines(LAST_SUCCESS, out)
 
     def _process_block(self, om: bool, out: list[bytes]) -> Iterator[None]:
         """This process's own figures."""
@@ -673,7 +701,7 @@ class Exposition:
                 om,
             ).encode()
         )
-        yield from self._live_lines(0, out)
+        yield from self._live_lines(DURATIONS, out)
         rest = [
             header(
                 "im_scheduler_lag_seconds",

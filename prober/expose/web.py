@@ -13,7 +13,7 @@ from .webconfig import WebSecurity
 
 Reload = Callable[[], Awaitable[tuple[bool, str]]]
 # openmetrics? → the exposition, whole or in pieces, now or awaited (the daemon's renders
-# slice by slice, so a scrape never holds up the attempts on the same event loop)
+# slice by slice, holding the event loop at most a couple of ms at a time)
 Rendered = bytes | list[bytes]
 Render = Callable[[bool], Rendered | Awaitable[Rendered]]
 # Bytes a scrape's body may queue in the transport before the writer waits for the socket

@@ -221,6 +221,15 @@ def many_targets(view: LedgerView, n: int) -> list[TargetInfo]:
     return targets
 
 
+def shown_with(n: int) -> tuple[LedgerView, RuntimeStats, list[TargetInfo], Exposition]:
+    """An exposition of `n` one-probe targets over an empty view and fresh stats."""
+    view, stats = LedgerView(), RuntimeStats()
+    targets = many_targets(view, n)
+    shown = Exposition(view, stats, "test")
+    shown.set_targets(targets)
+    return view, stats, targets, shown
+
+
 def available_minutes(body: bytes, target: str) -> float:
     family = next(f for f in parse_text(body.decode()) if f.name == "im_minute_verdicts")
     (value,) = [
@@ -247,10 +256,7 @@ def test_a_scrape_during_the_ledger_render_after_a_close_gets_the_previous_one_a
         rendering.clear()
 
     monkeypatch.setattr(Exposition, "_ledger_block", watched)
-    view, stats = LedgerView(), RuntimeStats()
-    targets = many_targets(view, 1000)
-    shown = Exposition(view, stats, "test")
-    shown.set_targets(targets)
+    view, _stats, targets, shown = shown_with(1000)
     now = MINUTE * 60 + 90
 
     async def scrape() -> bytes:
@@ -309,10 +315,7 @@ def test_a_scrape_s_own_rendering_lets_the_event_loop_run_while_it_goes() -> Non
     """2,000 probes whose attempts moved them since the last scrape: rendering their lines
     again takes tens of ms, and the scrape yields to the loop (at least every HOLD), so
     timers due meanwhile run before it ends."""
-    view, stats = LedgerView(), RuntimeStats()
-    shown = Exposition(view, stats, "test")
-    targets = many_targets(view, 2000)
-    shown.set_targets(targets)
+    _view, stats, targets, shown = shown_with(2000)
     ticks = 0
 
     async def ticker() -> None:
@@ -342,10 +345,7 @@ def test_a_reload_while_a_scrape_or_the_ledger_render_is_paused_loses_nothing(
     """The scrape paused mid-way serves every probe's live lines (none blank), and the
     ledger render cut short by the reload is done again for the new targets."""
     monkeypatch.setattr(metrics, "HOLD", 0.0)  # yield at every chance
-    view, stats = LedgerView(), RuntimeStats()
-    targets = many_targets(view, 1000)
-    shown = Exposition(view, stats, "test")
-    shown.set_targets(targets)
+    view, stats, targets, shown = shown_with(1000)
     now = MINUTE * 60 + 90
 
     async def main() -> None:

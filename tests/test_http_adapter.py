@@ -227,3 +227,34 @@ def test_closed_port_is_connect_failure() -> None:
 
     result = asyncio.run(main())
     assert (result.outcome, result.error_kind) == (Outcome.FAILURE, "connect")
+
+
+def test_targets_with_the_same_transport_options_share_one_session(
+    chat: ChatServer,
+) -> None:
+    chat.set_mode("ok")
+
+    async def main():
+        a, b = (HttpAdapter(name, section(chat), TIMEOUT) for name in ("a", "b"))
+        other = HttpAdapter("c", section(chat, tls_verify=False), TIMEOUT)
+        for adapter in (a, b):
+            send, _ = await attempt(adapter, "send_c2c")  # logs in first, on its own token
+            assert send is not None and send.outcome is Outcome.SUCCESS
+        await attempt(other, "ping")
+        shared = a._http.session
+        assert b._http.session is shared and other._http.session is not shared
+        await a.aclose()  # a reload dropping one target leaves the session to the others
+        assert not shared.closed
+        ping, _ = await attempt(b, "ping")
+        assert ping is not None and ping.outcome is Outcome.SUCCESS
+        await b.aclose()
+        assert shared.closed  # closed with its last user
+        # a target made again after that gets a session of its own
+        again = HttpAdapter("a", section(chat), TIMEOUT)
+        ping, _ = await attempt(again, "ping")
+        assert ping is not None and ping.outcome is Outcome.SUCCESS
+        assert again._http.session is not shared
+        await again.aclose()
+        await other.aclose()
+
+    asyncio.run(main())

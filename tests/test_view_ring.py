@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prober.ledger.codes import STATE_CODES
-from prober.ledger.view import EMPTY, RECENT, RING, WINDOWS, MinuteRing
+from prober.ledger.view import DAY, EMPTY, RECENT, RING, WINDOWS, MinuteRing
 from prober.sla import State
 from prober.status.model import STRIP_MINUTES
 
@@ -71,6 +71,49 @@ def test_a_dense_run_of_recent_minutes_reads_back_code_by_code(steps) -> None:
             ring.put(m, STATE_CODES[State.MAINTENANCE])
             ring.put(m, _F)
     assert_same(new, old)
+
+
+# A run: `length` minutes in a row with one code, starting `gap` minutes after the head, so
+# whole pages fill with one value (and are shared) and are later written into again.
+RUNS = st.lists(
+    st.tuples(st.integers(1, 3 * DAY), st.integers(1, 2 * DAY), st.sampled_from(CODES)),
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(RUNS, st.integers(0, 90))
+def test_runs_that_fill_and_share_whole_pages_count_as_the_byte_ring(runs, late) -> None:
+    new, old = MinuteRing(), ByteRing()
+    head = 7_000_000
+    for gap, length, code in runs:
+        for minute in range(head + gap, head + gap + length):
+            new.put(minute, code)
+            old.put(minute, code)
+        head = minute
+        for ring in (new, old):  # a late row into a page that may be shared
+            ring.put(head - late * 37, _F)
+        assert_same(new, old)
+
+
+def owned_pages(ring: MinuteRing) -> int:
+    """Pages the ring holds of its own (a shared page is an immutable bytes object)."""
+    return sum(type(page) is bytearray for page in (*ring.days, *ring.recent))
+
+
+def test_a_healthy_target_keeps_only_the_pages_its_newest_minutes_are_in() -> None:
+    ring = MinuteRing()
+    for minute in range(40 * DAY):
+        ring.put(minute, _A)
+    assert owned_pages(ring) <= 2  # the day and the recent page being written
+    assert ring.available == WINDOWS
+    # a failed minute makes its day's page the target's own until that day is written anew
+    ring.put(40 * DAY, _F)
+    assert ring.failed == dict.fromkeys(WINDOWS, 1)
+    for minute in range(40 * DAY + 1, 72 * DAY):
+        ring.put(minute, _A)
+    assert owned_pages(ring) <= 2
+    assert ring.failed == dict.fromkeys(WINDOWS, 0)
 
 
 def test_minutes_older_than_recent_read_as_empty_but_still_count() -> None:

@@ -1,5 +1,6 @@
-"""Shared HTTP client plumbing on aiohttp: one SSL context per trust setting, a small
-keep-alive pool per target, bounded reads, and the mapping from transport errors to outcomes.
+"""Shared HTTP client plumbing on aiohttp: one SSL context per trust setting, one
+keep-alive pool per set of transport options (shared by the targets that have them), bounded
+reads, and the mapping from transport errors to outcomes.
 
 aiohttp rather than httpx for the probe path: on this project's machines a keep-alive
 request costs ~420 µs of CPU with aiohttp against ~1,600 µs with httpx (~1,000 µs with httpx
@@ -12,6 +13,7 @@ import asyncio
 import errno
 import re
 import ssl
+import weakref
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,10 +62,11 @@ def make_session(
     *,
     verify: bool = True,
     ca_file: Path | None = None,
-    max_connections: int = 4,
+    max_connections: int = 0,
     fresh_connection: bool = False,
 ) -> aiohttp.ClientSession:
-    """A session for one target. Must be created inside the running event loop."""
+    """A session (0 connections: no bound of its own). Must be created inside the running
+    event loop."""
     connector = _CertificateNotingConnector(
         limit=max_connections,
         ssl=ssl_context(verify, str(ca_file) if ca_file else None),
@@ -82,23 +85,60 @@ def make_session(
     )
 
 
+class _Shared:
+    __slots__ = ("session", "users")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.users = 0
+
+
+# Sessions by event loop, then by options. A session carries no state of a target's own (no
+# cookies, headers or base URL: every request brings its own), so the targets with the same
+# transport options share one, and its connections are pooled by host as aiohttp does: ten
+# thousand targets on one service keep the few connections their attempts have open at a
+# time, not one each (~11 KB a target, bench/README.md "Scale"). The pool has no bound of
+# its own: the attempts planned bound how many requests are open, and a bound here would
+# make attempts queue in the prober, their wait counted against the service.
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Shared]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class LazySession:
-    """A target's aiohttp session, made on first use inside the running event loop (an
-    adapter is built before the loop runs) and made again if it was closed."""
+    """A user's handle on the shared session for its options, taken on first use inside the
+    running event loop (an adapter is built before the loop runs) and taken again if it was
+    closed; closed when the last user lets go of it."""
 
     def __init__(self, **options: object) -> None:
         self._options = options
-        self._session: aiohttp.ClientSession | None = None
+        self._key = tuple(sorted(options.items()))
+        self._held: _Shared | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session(**self._options)  # type: ignore[arg-type]
-        return self._session
+        held = self._held
+        if held is None or held.session.closed:
+            if held is not None:
+                held.users -= 1
+            sessions = _SESSIONS.setdefault(asyncio.get_running_loop(), {})
+            held = sessions.get(self._key)
+            if held is None or held.session.closed:
+                held = sessions[self._key] = _Shared(make_session(**self._options))  # type: ignore[arg-type]
+            held.users += 1
+            self._held = held
+        return held.session
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        held, self._held = self._held, None
+        if held is None:
+            return
+        held.users -= 1
+        if held.users <= 0:
+            sessions = _SESSIONS.get(asyncio.get_running_loop(), {})
+            if sessions.get(self._key) is held:
+                del sessions[self._key]
+            await held.session.close()
 
 
 def transport_failure(

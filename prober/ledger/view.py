@@ -26,7 +26,7 @@ _A = STATE_CODES[State.AVAILABLE]
 _F = STATE_CODES[State.APPARENT_FAILURE]
 # The windows only need to know of a minute whether it is available, failed, another state
 # or empty, so the 30 days keep two bits a minute (four minutes a byte). Empty is 0, so a
-# zeroed array is an empty ring.
+# zeroed page is an empty day.
 _C_EMPTY, _C_A, _C_F, _C_OTHER = 0, 1, 2, 3
 _WIDTHS = tuple(WINDOWS.items())
 _KEEP = tuple(~(3 << (2 * k)) & 0xFF for k in range(4))  # clears minute k of a byte
@@ -35,6 +35,28 @@ _CLASS = bytes(
     _C_A if c == _A else _C_F if c == _F else _C_EMPTY if c == EMPTY else _C_OTHER
     for c in range(256)
 )
+# Both rings are kept in pages. A page that holds one value throughout (a day with every
+# minute available, or none written) is one object shared by every target, so a healthy
+# target keeps only the page its newest minute is in: ~1 KB rather than 12 KB a target
+# (bench/README.md, "Scale"). A page is copied when a minute in it is written.
+DAY = 1440  # minutes in a page of the 30-day ring
+_DAY_BYTES = DAY // 4
+_DAYS = RING // DAY
+_SHARED_DAYS = (bytes(_DAY_BYTES), bytes([_C_A * 0x55]) * _DAY_BYTES)  # empty, available
+_EMPTY_DAY = _SHARED_DAYS[0]
+RECENT_PAGE = 240  # minutes in a page of the recent codes
+_RECENT_PAGES = RECENT // RECENT_PAGE
+_SHARED_RECENT = (bytes([EMPTY]) * RECENT_PAGE, bytes([_A]) * RECENT_PAGE)
+_EMPTY_RECENT = _SHARED_RECENT[0]
+
+
+def _shared(page: bytes | bytearray, shared: tuple[bytes, ...]) -> bytes | bytearray:
+    """The shared page equal to `page`, else `page` itself."""
+    if type(page) is bytearray:
+        for candidate in shared:
+            if page == candidate:
+                return candidate
+    return page
 
 
 class MinuteRing:
@@ -42,11 +64,13 @@ class MinuteRing:
     failed counts of each window ending at the newest closed minute kept up to date, and the
     full state codes of the last RECENT minutes (what the status page shows)."""
 
-    __slots__ = ("available", "classes", "failed", "head", "recent")
+    __slots__ = ("available", "days", "failed", "head", "recent")
 
     def __init__(self) -> None:
-        self.classes = bytearray(RING // 4)  # minute m: bits 2*(i%4) of byte i//4, i = m % RING
-        self.recent = bytearray([EMPTY]) * RECENT  # minute m at m % RECENT
+        # minute m, i = m % RING: bits 2*(i%4) of byte (i//4) % _DAY_BYTES of days[i // DAY]
+        self.days: list[bytes | bytearray] = [_EMPTY_DAY] * _DAYS
+        # minute m, i = m % RECENT: byte i % RECENT_PAGE of recent[i // RECENT_PAGE]
+        self.recent: list[bytes | bytearray] = [_EMPTY_RECENT] * _RECENT_PAGES
         self.head: int | None = None  # newest minute written
         self.available = dict.fromkeys(WINDOWS, 0)
         self.failed = dict.fromkeys(WINDOWS, 0)
@@ -55,44 +79,55 @@ class MinuteRing:
         """The state code of `minute` if it is one of the last RECENT minutes, else EMPTY."""
         if self.head is None or not self.head - RECENT < minute <= self.head:
             return EMPTY
-        return self.recent[minute % RECENT]
+        i = minute % RECENT
+        return self.recent[i // RECENT_PAGE][i % RECENT_PAGE]
+
+    def class_at(self, minute: int) -> int:
+        """The two bits kept for `minute` (0 empty, 1 available, 2 failed, 3 another state)."""
+        i = minute % RING
+        return (self.days[i // DAY][(i >> 2) % _DAY_BYTES] >> ((i & 3) << 1)) & 3
+
+    def _set_class(self, minute: int, cls: int) -> None:
+        """Adds `cls` to minute's two bits (its slot is empty)."""
+        i = minute % RING
+        days, p = self.days, i // DAY
+        page = days[p]
+        if type(page) is bytes:
+            page = days[p] = bytearray(page)
+        page[(i >> 2) % _DAY_BYTES] |= cls << ((i & 3) << 1)
+
+    def _write_recent(self, minute: int, code: int) -> None:
+        i = minute % RECENT
+        recent, p = self.recent, i // RECENT_PAGE
+        page = recent[p]
+        if page[i % RECENT_PAGE] == code:
+            return
+        if type(page) is bytes:
+            page = recent[p] = bytearray(page)
+        page[i % RECENT_PAGE] = code
 
     def put(self, minute: int, code: int) -> None:
-        classes, recent = self.classes, self.recent
         head = self.head
+        cls = _CLASS[code]
         if head is None or minute - head >= RING:
-            classes[:] = bytes(RING // 4)
-            recent[:] = bytes([EMPTY]) * RECENT
+            self.days = [_EMPTY_DAY] * _DAYS
+            self.recent = [_EMPTY_RECENT] * _RECENT_PAGES
             self.available = dict.fromkeys(WINDOWS, 0)
             self.failed = dict.fromkeys(WINDOWS, 0)
         elif minute <= head:
             # A row arriving late (an import): counted if it lies inside the windows.
-            i = minute % RING
-            if minute > head - RING and not (classes[i >> 2] >> ((i & 3) << 1)) & 3:
-                classes[i >> 2] |= _CLASS[code] << ((i & 3) << 1)
+            if minute > head - RING and cls and not self.class_at(minute):
+                self._set_class(minute, cls)
                 if minute > head - RECENT:
-                    recent[minute % RECENT] = code
+                    self._write_recent(minute, code)
                 self._count(minute, code)
             return
         else:
-            available, failed = self.available, self.failed
-            for m in range(head + 1, minute + 1):
-                for name, width in _WIDTHS:
-                    # minute m - width leaves the window; it was written at most RING ago
-                    i = (m - width) % RING
-                    old = (classes[i >> 2] >> ((i & 3) << 1)) & 3
-                    if old == _C_A:
-                        available[name] -= 1
-                    elif old == _C_F:
-                        failed[name] -= 1
-                i = m % RING
-                classes[i >> 2] &= _KEEP[i & 3]
-                recent[m % RECENT] = EMPTY
+            self._advance(head, minute)
         self.head = minute
-        i = minute % RING
-        cls = _CLASS[code]
-        classes[i >> 2] |= cls << ((i & 3) << 1)
-        recent[minute % RECENT] = code
+        if cls:
+            self._set_class(minute, cls)
+        self._write_recent(minute, code)
         # the newest minute lies in every window
         if cls == _C_A:
             counts = self.available
@@ -102,6 +137,37 @@ class MinuteRing:
             return
         for name in WINDOWS:
             counts[name] += 1
+
+    def _advance(self, head: int, minute: int) -> None:
+        """Minutes head+1 .. minute enter the windows empty; those RING and window widths
+        before them leave. A page left behind that holds one value is shared again."""
+        days, recent = self.days, self.recent
+        available, failed = self.available, self.failed
+        for m in range(head + 1, minute + 1):
+            for name, width in _WIDTHS:
+                # minute m - width leaves the window; it was written at most RING ago
+                i = (m - width) % RING
+                old = (days[i // DAY][(i >> 2) % _DAY_BYTES] >> ((i & 3) << 1)) & 3
+                if old == _C_A:
+                    available[name] -= 1
+                elif old == _C_F:
+                    failed[name] -= 1
+            i = m % RING
+            p = i // DAY
+            if i % DAY == 0:
+                left = (p - 1) % _DAYS
+                days[left] = _shared(days[left], _SHARED_DAYS)
+            page = days[p]
+            byte = (i >> 2) % _DAY_BYTES
+            if (page[byte] >> ((i & 3) << 1)) & 3:
+                if type(page) is bytes:
+                    page = days[p] = bytearray(page)
+                page[byte] &= _KEEP[i & 3]
+            j = m % RECENT
+            if j % RECENT_PAGE == 0:
+                left = (j // RECENT_PAGE - 1) % _RECENT_PAGES
+                recent[left] = _shared(recent[left], _SHARED_RECENT)
+            self._write_recent(m, EMPTY)
 
     def _count(self, minute: int, code: int) -> None:
         assert self.head is not None

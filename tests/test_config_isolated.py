@@ -55,6 +55,23 @@ def test_the_child_loads_what_the_daemon_would_have_loaded_secrets_included(tmp_
     )
 
 
+def test_equal_parts_of_targets_arrive_as_one_object_and_the_config_is_unchanged(
+    tmp_path,
+) -> None:
+    (tmp_path / "pw").write_text("pw-long-enough")
+    one = TARGET.format(secret=tmp_path / "pw")
+    head, target = one.split("targets:\n")
+    targets = [target.replace("name: a", f"name: {n}") for n in "abc"]
+    targets[2] = targets[2].replace("Asia/Shanghai", "UTC")  # c has an SLA of its own
+    path = write(tmp_path, head + "targets:\n" + "".join(targets))
+    loaded = isolated.load_config_isolated(path)
+    a, b, c = loaded.config.targets
+    assert a.sla is b.sla and a.probes is b.probes and a.http is b.http
+    assert c.sla is not a.sla and c.sla.timezone == "UTC" and c.probes is a.probes
+    here = load_config(path)
+    assert loaded.config == here.config and loaded.digest == here.digest
+
+
 def test_a_bad_config_gives_the_same_error_naming_file_line_and_field(tmp_path) -> None:
     path = write(tmp_path, TARGET.format(secret=tmp_path / "pw").replace("3s", "3 parsecs"))
     (tmp_path / "pw").write_text("pw-long-enough")

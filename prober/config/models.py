@@ -653,12 +653,9 @@ def _redacted_value(value: Any) -> Any:
 class ConfigFile:
     """A loaded, validated config and where it came from."""
 
-    def __init__(
-        self, path: Path, config: Config, text: str, environ: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, path: Path, config: Config, environ: dict[str, str] | None = None) -> None:
         self.path = path
         self.config = config
-        self.text = text
         env = os.environ if environ is None else environ
         self.vantage = _vantage(config, env)
         self.shard = _shard(config, env)
@@ -757,7 +754,7 @@ def parse_config(
     """A config from its text; `environ` (default: the process's) may set the vantage and
     the shard (ENV_VANTAGE, ENV_SHARD_INDEX, ENV_SHARD_COUNT)."""
     config = validate_document(Config, text, path, resolve_secrets=resolve_secrets)
-    return ConfigFile(path, config, text, environ)
+    return ConfigFile(path, config, environ)
 
 
 def _vantage(config: Config, env: os._Environ[str] | dict[str, str]) -> str:

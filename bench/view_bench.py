@@ -1,6 +1,6 @@
 """The in-memory view's 30-day minute ring: memory of a LedgerView of N targets, each with
 30 days of minutes, and the CPU of `put`, for the one-byte-a-minute ring the view used to
-keep (copied here) against the compact ring it keeps now, in the same run.
+keep (copied here) against the paged two-bit ring it keeps now, in the same run.
 
     python bench/view_bench.py [--targets 5000 10000] [--repeat 7]
 
@@ -8,7 +8,10 @@ Memory is measured in a fresh child process per ring and size (the parent's heap
 hide a second measurement): VmRSS from /proc before and after the view is built, and, in
 a second child, the bytes tracemalloc traces for the same build. Each target is filled
 with the same 30 days of minutes: one ring is filled minute by minute through
-`TargetView.add` (what a restore does), and every target's ring is a copy of it.
+`TargetView.add` (what a restore does), and every target's ring is a copy of it. Two
+months: "mixed" (a few failed and row-less minutes every day, a night of maintenance: no
+day holds one value, so no page is shared) and "healthy" (every minute available: every
+day but the newest is the one shared page).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ START = 29_500_000  # a minute in 2026
 
 
 RINGS = {"old": ByteRing, "new": MinuteRing}
-ARRAYS = {"old": ("states",), "new": ("classes", "recent")}
+ARRAYS = {"old": ("states",), "new": ("days", "recent")}
 
 
 def month_of_states(seed: int = 1) -> list[State]:
@@ -54,23 +57,30 @@ def month_of_states(seed: int = 1) -> list[State]:
     return states
 
 
+MONTHS = {"mixed": month_of_states, "healthy": lambda: [State.AVAILABLE] * RING}
+
+
 def copy_ring(kind: str, template: MinuteRing | ByteRing) -> MinuteRing | ByteRing:
     ring = RINGS[kind]()
-    for name in ARRAYS[kind]:
-        getattr(ring, name)[:] = getattr(template, name)  # in place: the ring's own buffer
+    if kind == "old":
+        ring.states[:] = template.states  # in place: the ring's own buffer
+    else:  # its own copy of each page the template owns; shared pages stay shared
+        for name in ARRAYS[kind]:
+            pages = getattr(template, name)
+            setattr(ring, name, [p if type(p) is bytes else bytearray(p) for p in pages])
     ring.head = template.head
     ring.available = dict(template.available)
     ring.failed = dict(template.failed)
     return ring
 
 
-def build_view(kind: str, n: int) -> LedgerView:
+def build_view(kind: str, n: int, month: str) -> LedgerView:
     calendar = ServiceCalendar(date(2026, 1, 1), "UTC")
     view = LedgerView()
     view.track("template", calendar)
     template = view.targets.pop("template")
     template.ring = RINGS[kind]()  # type: ignore[assignment]
-    for i, state in enumerate(month_of_states()):
+    for i, state in enumerate(MONTHS[month]()):
         template.add(START + i, state)
     assert template.month is not None
     for t in range(n):
@@ -94,22 +104,27 @@ def vm_rss() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def child(kind: str, n: int, traced: bool) -> None:
+def child(kind: str, n: int, month: str, traced: bool) -> None:
     if traced:
         tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0] if traced else vm_rss()
-    view = build_view(kind, n)
+    view = build_view(kind, n, month)
     after = tracemalloc.get_traced_memory()[0] if traced else vm_rss()
     ring = next(iter(view.targets.values())).ring
     print(json.dumps({"bytes": after - before, "ring_arrays": ring_bytes(kind, ring)}))
 
 
 def ring_bytes(kind: str, ring: MinuteRing | ByteRing) -> int:
-    return sum(len(getattr(ring, name)) for name in ARRAYS[kind])
+    """Bytes of the arrays the ring holds of its own (not the pages it shares)."""
+    if kind == "old":
+        return len(ring.states)
+    pages = [p for name in ARRAYS[kind] for p in getattr(ring, name)]
+    return sum(len(p) for p in pages if type(p) is bytearray)
 
 
-def measure_memory(kind: str, n: int, traced: bool) -> dict[str, int]:
-    args = [sys.executable, __file__, "--child", kind, str(n)] + (["--traced"] if traced else [])
+def measure_memory(kind: str, n: int, month: str, traced: bool) -> dict[str, int]:
+    args = [sys.executable, __file__, "--child", kind, str(n), month]
+    args += ["--traced"] if traced else []
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -161,21 +176,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[5000, 10000])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--child", nargs=2, metavar=("RING", "TARGETS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("RING", "TARGETS", "MONTH"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.traced)
+        child(args.child[0], int(args.child[1]), args.child[2], args.traced)
         return
-    print("| targets | ring | RSS delta MB | traced MB | bytes / target (traced) | ring arrays B |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| targets | month | ring | RSS delta MB | traced MB | bytes / target (traced) "
+        "| ring's own arrays B |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in args.targets:
-        for kind in ("old", "new"):
-            rss = measure_memory(kind, n, traced=False)
-            traced = measure_memory(kind, n, traced=True)
+        for month, kind in (("mixed", "old"), ("mixed", "new"), ("healthy", "new")):
+            rss = measure_memory(kind, n, month, traced=False)
+            traced = measure_memory(kind, n, month, traced=True)
             print(
-                f"| {n:,} | {kind} | {rss['bytes'] / 2**20:.1f} | {traced['bytes'] / 2**20:.1f}"
-                f" | {traced['bytes'] // n:,} | {rss['ring_arrays']:,} |",
+                f"| {n:,} | {month} | {kind} | {rss['bytes'] / 2**20:.1f} "
+                f"| {traced['bytes'] / 2**20:.1f} | {traced['bytes'] // n:,} "
+                f"| {rss['ring_arrays']:,} |",
                 flush=True,
             )
     print()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -177,3 +179,20 @@ def test_every_runtime_dependency_is_imported_by_the_package() -> None:
 def test_the_version_is_written_once() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "version" not in project and "version" in project["dynamic"]
+
+
+def test_the_daemon_imports_slixmpp_only_with_an_xmpp_adapter() -> None:
+    # ~6 MB of memory a daemon without xmpp targets does not hold (bench/README.md "Scale")
+    code = (
+        "import sys\n"
+        "import prober.cli, prober.daemon\n"
+        "assert 'slixmpp' not in sys.modules, 'imported at start'\n"
+        "from prober.adapters.xmpp import XmppAdapter, XmppSection\n"
+        "from prober.config.secrets import Secret\n"
+        "password = Secret('pw-long-enough', 'env:X')\n"
+        "section = XmppSection.model_validate({'jid': 'p@example.org', 'password': password})\n"
+        "XmppAdapter('t', section, 5.0)\n"
+        "assert 'slixmpp' in sys.modules, 'not imported with the adapter'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

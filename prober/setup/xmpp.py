@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from slixmpp.exceptions import IqError, IqTimeout
 
 from ..adapters import base
-from ..adapters.xmpp import REGISTRATION_CLOSED, XmppSection, _Session, _XmppError
+from ..adapters.xmpp import REGISTRATION_CLOSED, XmppError, XmppSection
+from ..adapters.xmpp_session import Session
 from ..config.secrets import Secret
 from ..errors import UserError
 
@@ -37,19 +38,19 @@ class Setup:
         return not self.manual
 
 
-def _session(section: XmppSection, jid: str, password: Secret, register: bool) -> _Session:
+def _session(section: XmppSection, jid: str, password: Secret, register: bool) -> Session:
     resource = f"{section.resource}-setup-{uuid.uuid4().hex[:8]}"
-    return _Session(section, jid, password, resource, register_first=register)
+    return Session(section, jid, password, resource, register_first=register)
 
 
-async def _opened(session: _Session, what: str) -> _Session:
+async def _opened(session: Session, what: str) -> Session:
     try:
         async with asyncio.timeout(STEP_TIMEOUT):
             await session.open()
     except TimeoutError:
         session.abort()
         raise UserError(f"{what}: no answer within {STEP_TIMEOUT:g}s ({session.stage})") from None
-    except _XmppError:
+    except XmppError:
         session.abort()
         raise
     return session
@@ -57,19 +58,19 @@ async def _opened(session: _Session, what: str) -> _Session:
 
 async def _account(
     section: XmppSection, jid: str, password: Secret, env: str, setup: Setup
-) -> _Session | None:
+) -> Session | None:
     """The account's session, registering it first when it cannot log in; None when the
     operator has to create it."""
     try:
         session = await _opened(_session(section, jid, password, False), f"log in as {jid}")
         setup.done.append(f"account {jid}: logs in")
         return session
-    except _XmppError as exc:
+    except XmppError as exc:
         if exc.result.error_kind != base.AUTH:
             raise UserError(f"log in as {jid}: {exc.result.detail}") from None
     try:
         session = await _opened(_session(section, jid, password, True), f"register {jid}")
-    except _XmppError as exc:
+    except XmppError as exc:
         if exc.result.error_kind == "conflict":
             raise UserError(
                 f"account {jid} exists but does not accept the password in ${env}"
@@ -86,7 +87,7 @@ async def _account(
     return session
 
 
-async def _iq(session: _Session, to: str, namespace: str, build) -> None:
+async def _iq(session: Session, to: str, namespace: str, build) -> None:
     iq = session.client.Iq()
     iq["type"] = "set"
     iq["to"] = to
@@ -111,12 +112,12 @@ def _persistent_form(query: ET.Element) -> None:
         ).text = value
 
 
-async def _room(section: XmppSection, probe: _Session, peer: _Session, setup: Setup) -> None:
+async def _room(section: XmppSection, probe: Session, peer: Session, setup: Setup) -> None:
     assert section.room is not None and section.peer_jid is not None
     room = section.room
     try:
         created = await probe.join(room, section.nick, create=True)
-    except _XmppError as exc:
+    except XmppError as exc:
         raise UserError(f"join {room}: {exc.result.detail}") from None
     if created:
         await _iq(probe, room, MUC_OWNER, _persistent_form)
@@ -136,7 +137,7 @@ async def _room(section: XmppSection, probe: _Session, peer: _Session, setup: Se
         setup.done.append(f"room {room}: could not set memberships ({exc}); joining anyway")
     try:
         await peer.join(room, section.nick + "-peer")
-    except _XmppError as exc:
+    except XmppError as exc:
         raise UserError(f"{section.peer_jid} joins {room}: {exc.result.detail}") from None
     setup.done.append(f"room {room}: both accounts join")
 
@@ -144,7 +145,7 @@ async def _room(section: XmppSection, probe: _Session, peer: _Session, setup: Se
 async def _provision(section: XmppSection, password_env: str, peer_password_env: str) -> Setup:
     assert section.peer_jid is not None and section.peer_password is not None
     setup = Setup()
-    sessions: list[_Session] = []
+    sessions: list[Session] = []
     try:
         probe = await _account(section, section.jid, section.password, password_env, setup)
         peer = await _account(

@@ -12,7 +12,6 @@ import weakref
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import UTC
 from functools import lru_cache
 from typing import ClassVar
 
@@ -192,17 +191,14 @@ def _read_not_after(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> float | None:
 
 @lru_cache(maxsize=64)  # keep-alive and kept sessions show the same certificate again
 def _der_not_after(der: bytes) -> float | None:
-    """notAfter from a DER certificate, read by slixmpp's pyasn1-based parser (a dependency
-    already). It reads only UTCTime, so a notAfter after 2049 (GeneralizedTime) is None."""
-    from slixmpp.xmlstream.cert import extract_dates
+    """notAfter from a DER certificate, read with `cryptography` (a dependency already, and
+    imported at start for the checkpoints' signatures)."""
+    from cryptography import x509
 
     try:
-        _, not_after = extract_dates(der)
+        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
     except Exception:  # hostile bytes: any decoder error means "unknown", never a fault
         return None
-    if not_after is None:
-        return None
-    return not_after.replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,14 @@ class LazySession:
     closed; closed when the last user lets go of it."""
 
     def __init__(self, **options: object) -> None:
+        # defaults filled in, so equal options given or left out make one key
+        options = {
+            "verify": True,
+            "ca_file": None,
+            "max_connections": 0,
+            "fresh_connection": False,
+            **options,
+        }
         self._options = options
         self._key = tuple(sorted(options.items()))
         self._held: _Shared | None = None

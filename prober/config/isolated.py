@@ -51,7 +51,8 @@ def _share_equal_parts(loaded: ConfigFile) -> None:
     """Makes targets whose probes, SLA, maintenance or kind section are equal hold one object
     for it, so the pickle carries each once and the daemon keeps each once: at 10,000 targets
     with one contract and one probe plan that is ~5 KB a target less (bench/README.md,
-    "Scale"). The models are frozen and nothing changes a loaded config, so sharing is safe."""
+    "Scale"). The models are frozen; the dicts and lists inside them are not, and nothing
+    writes to a loaded config's (adapters copy what they change), which sharing relies on."""
     seen: dict[tuple[str, bytes], Any] = {}
     for target in loaded.config.targets:
         parts = vars(target)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
+import holidays
+
 WorkingDay = Callable[[date], bool]
 
 
@@ -50,16 +52,10 @@ def claim_window(
 @lru_cache(maxsize=16)
 def working_days_of(country: str) -> WorkingDay:
     """Business days of a country as the `holidays` library keeps them, including substituted
-    weekend workdays (China moves weekends around its Golden Weeks). Imported here, when a
-    claim window is first worked out: its tables take ~4-6 MB, which a daemon that never
-    reports a month need not hold."""
-    import holidays
-
+    weekend workdays (China moves weekends around its Golden Weeks)."""
     calendar = holidays.country_holidays(country)
     return calendar.is_working_day
 
 
 def supported_countries() -> set[str]:
-    import holidays
-
     return set(holidays.list_supported_countries())

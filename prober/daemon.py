@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import importlib
 import logging
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__
+from .adapters import preload
 from .config.isolated import load_config_isolated
 from .config.models import ConfigFile, parse_listen_address
 from .errors import UserError
@@ -33,14 +33,6 @@ from .runtime.checkpoints import CheckpointJob
 from .runtime.prober import Prober
 from .stats import RuntimeStats
 from .status.views import StatusPage
-
-
-def import_kind_modules(config: ConfigFile) -> None:
-    """Imports, in a worker thread, what a kind brings in only when a target of it exists
-    (slixmpp: ~170 ms), so that a start or reload adding the first such target does not
-    stop the event loop for the import."""
-    if any(target.kind == "xmpp" for target in config.config.targets):
-        importlib.import_module("prober.adapters.xmpp_session")
 
 
 class QuietCollector:
@@ -130,7 +122,7 @@ class Daemon:
             assert self.prober is not None
             try:
                 new: ConfigFile = await asyncio.to_thread(load_config_isolated, self.config_path)
-                await asyncio.to_thread(import_kind_modules, new)
+                await asyncio.to_thread(preload, {t.kind for t in new.config.targets})
                 security = await asyncio.to_thread(load_web_config, self._web_config_path(new))
                 await asyncio.to_thread(signing_key, new)  # a bad key is refused now
                 self._adopt_tls(security)
@@ -177,7 +169,7 @@ class Daemon:
         # one rate-limited line each, not a traceback per occurrence.
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         config = await asyncio.to_thread(load_config_isolated, self.config_path)
-        await asyncio.to_thread(import_kind_modules, config)
+        await asyncio.to_thread(preload, {t.kind for t in config.config.targets})
         self.security = await asyncio.to_thread(load_web_config, self._web_config_path(config))
         await asyncio.to_thread(signing_key, config)  # a bad key stops the start, not a checkpoint
         address = self.listen_override or config.config.web.listen_address

@@ -24,4 +24,11 @@ KIND_ADAPTERS: tuple[type[Adapter], ...] = (
 )
 REGISTRY: dict[str, type[Adapter]] = {adapter.kind: adapter for adapter in KIND_ADAPTERS}
 
-__all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section"]
+
+def preload(kinds: set[str]) -> None:
+    """`Adapter.preload` of each of these kinds."""
+    for kind in kinds:
+        REGISTRY[kind].preload()
+
+
+__all__ = ["REGISTRY", "Adapter", "ProbeContext", "Result", "Section", "preload"]

@@ -225,6 +225,13 @@ class Adapter(ABC):
         self.timeout = timeout  # the largest attempt timeout of the target
 
     @classmethod
+    def preload(cls) -> None:
+        """Imports what the kind's attempts need and the kind imports only when a target of
+        it exists; called in a worker thread before its adapters are built, so the import
+        never holds up the event loop. Most kinds import everything with their module."""
+        return
+
+    @classmethod
     def probe_problems(cls, section: Section, probes: list[str]) -> list[str]:
         """What is wrong with running these probes with this section (names it cannot run)."""
         unknown = [p for p in probes if cls.probes and p not in cls.probes]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import re
 import ssl
 import weakref
@@ -85,6 +86,9 @@ def make_session(
     )
 
 
+_SESSION_DEFAULTS = {p.name: p.default for p in inspect.signature(make_session).parameters.values()}
+
+
 class _Shared:
     __slots__ = ("session", "users")
 
@@ -111,14 +115,7 @@ class LazySession:
     closed; closed when the last user lets go of it."""
 
     def __init__(self, **options: object) -> None:
-        # defaults filled in, so equal options given or left out make one key
-        options = {
-            "verify": True,
-            "ca_file": None,
-            "max_connections": 0,
-            "fresh_connection": False,
-            **options,
-        }
+        options = {**_SESSION_DEFAULTS, **options}  # given or left out: one key
         self._options = options
         self._key = tuple(sorted(options.items()))
         self._held: _Shared | None = None

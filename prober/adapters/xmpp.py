@@ -116,11 +116,17 @@ class XmppAdapter(base.Adapter):
         super().__init__(target, section, timeout)
         assert isinstance(section, XmppSection)
         self.config: XmppSection = section
-        # slixmpp comes in with the first xmpp adapter, not with the daemon (xmpp_session.py)
-        from . import xmpp_session  # noqa: F401
+        # the daemon has preloaded it (a test, probe-once or xmpp-setup imports it here)
+        from .xmpp_session import Session
 
+        self._session = Session
         self.sessions: dict[str, Session] = {}  # "probe" / "peer" → the kept session
         self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def preload(cls) -> None:
+        # slixmpp (~6 MB, 40-75 ms to import) comes in with the first xmpp target
+        from . import xmpp_session  # noqa: F401
 
     @classmethod
     def probe_problems(cls, section: base.Section, probes: list[str]) -> list[str]:
@@ -144,8 +150,6 @@ class XmppAdapter(base.Adapter):
 
     async def _kept(self, role: str) -> Session:
         """The role's kept session, opened again within this attempt when it died."""
-        from . import xmpp_session
-
         lock = self._locks.setdefault(role, asyncio.Lock())
         async with lock:
             session = self.sessions.get(role)
@@ -156,10 +160,10 @@ class XmppAdapter(base.Adapter):
                 session.abort()
             config = self.config
             if role == "probe":
-                session = xmpp_session.Session(config, config.jid, config.password, config.resource)
+                session = self._session(config, config.jid, config.password, config.resource)
             else:
                 assert config.peer_jid is not None and config.peer_password is not None
-                session = xmpp_session.Session(
+                session = self._session(
                     config, config.peer_jid, config.peer_password, config.resource + "-peer"
                 )
             self.sessions[role] = session
@@ -183,8 +187,6 @@ class XmppAdapter(base.Adapter):
     # -- probes ----------------------------------------------------------------------
 
     async def attempt(self, context: base.ProbeContext) -> base.Result:
-        from . import xmpp_session
-
         stage: list[Any] = ["starting"]  # what the attempt waits for, named on a timeout
         try:
             async with asyncio.timeout(max(0.05, context.timeout - MARGIN)):
@@ -202,19 +204,17 @@ class XmppAdapter(base.Adapter):
                     f"the peer did not receive the message within {context.timeout:g}s",
                 )
             where = stage[0]
-            if isinstance(where, xmpp_session.Session):  # a login: which phase hung, and the others
+            if isinstance(where, self._session):  # a login: which phase hung, and the others
                 where = f"in {where.stage} ({where.timings() or 'nothing answered'})"
             return base.failure(base.TIMEOUT, f"no answer within {context.timeout:g}s {where}")
         # Anything else escapes to the runtime's catch-all (run_attempt), which names the
         # prober's own shortages as local_resources and everything else as internal.
 
     async def _login(self, stage: list[str]) -> base.Result:
-        from . import xmpp_session
-
         config = self.config
         # A resource of its own: binding the kept sessions' resource would kick them off.
         resource = f"{config.resource}-login-{uuid.uuid4().hex[:8]}"
-        session = xmpp_session.Session(config, config.jid, config.password, resource)
+        session = self._session(config, config.jid, config.password, resource)
         stage[0] = session
         try:
             try:

@@ -37,6 +37,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -267,6 +268,31 @@ WITHOUT_WARM = (
 PASSWORD_ENV = "IM_PROBER_BENCH_PG_PASSWORD"
 
 
+def use_postgres(config: Path, url: str) -> None:
+    """Point a config of write_config at a PostgreSQL ledger (a fleet of one, vantage
+    "bench"); the password comes from the environment variable PASSWORD_ENV."""
+    text = config.read_text()
+    head = "ledger: {path: ledger.sqlite3}\n"
+    assert text.startswith(head)
+    config.write_text(
+        f"vantage: bench\nledger: {{url: '{url}', password: {{env: {PASSWORD_ENV}}}}}\n"
+        + text[len(head) :]
+    )
+
+
+def start_postgres() -> Any:
+    """A durable PostgreSQL cluster on 127.0.0.1 (tests/postgres_fixture.py), pinned to
+    CPU 1 with the fast server."""
+    sys.path.insert(0, str(ROOT))
+    from fleet_bench import pin_tree
+
+    from tests.postgres_fixture import PostgresCluster
+
+    cluster = PostgresCluster(durable=True).start()
+    pin_tree(cluster.pid or 0, 1)
+    return cluster
+
+
 def run_one(
     targets: int,
     minutes: int,
@@ -281,14 +307,8 @@ def run_one(
         write_config(config, targets, server)
         env = {k: v for k, v in os.environ.items() if not k.startswith("IM_PROBER_")}
         if postgres is not None:
-            url, env[PASSWORD_ENV] = postgres
-            text = config.read_text()
-            head = "ledger: {path: ledger.sqlite3}\n"
-            assert text.startswith(head)
-            config.write_text(
-                f"vantage: bench\nledger: {{url: '{url}', password: {{env: {PASSWORD_ENV}}}}}\n"
-                + text[len(head) :]
-            )
+            use_postgres(config, postgres[0])
+            env[PASSWORD_ENV] = postgres[1]
         port = free_port()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         proc = subprocess.Popen(
@@ -374,13 +394,7 @@ def main() -> None:
     args = parser.parse_args()
     cluster = None
     if "postgres" in args.ledger:
-        sys.path.insert(0, str(ROOT))
-        from fleet_bench import pin_tree
-
-        from tests.postgres_fixture import PostgresCluster
-
-        cluster = PostgresCluster(durable=True).start()
-        pin_tree(cluster.pid or 0, 1)
+        cluster = start_postgres()
     server, url = start_fast_server()
     try:
         time.sleep(1.5)

@@ -8,6 +8,7 @@ lists, per kind of callback, how many held the loop more than the threshold, the
 and longest time, and when in the minute (second) the longest ran.
 
     python bench/loop_watch.py [--targets 5000] [--minutes 1] [--threshold-ms 5] [--profile F]
+                               [--ledger postgres]
     python bench/loop_watch.py --child OUT -- <arguments of `prober run`>   (internal)
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from daemon_bench import (
+    PASSWORD_ENV,
     ROOT,
     cpu_seconds,
     free_port,
@@ -39,6 +41,8 @@ from daemon_bench import (
     scrape,
     settle,
     start_fast_server,
+    start_postgres,
+    use_postgres,
     write_config,
 )
 
@@ -145,12 +149,19 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
         dump()
 
 
-def watch(targets: int, minutes: int, threshold_ms: float, profile: Path | None) -> None:
+def watch(
+    targets: int, minutes: int, threshold_ms: float, profile: Path | None, ledger: str
+) -> None:
     server, url = start_fast_server()
+    cluster = start_postgres() if ledger == "postgres" else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IM_PROBER_")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         config = folder / "config.yaml"
         write_config(config, targets, url)
+        if cluster is not None:
+            use_postgres(config, cluster.url(cluster.create_database("loop_watch")))
+            env[PASSWORD_ENV] = cluster.password
         out = folder / "slow.json"
         web = free_port()
         base = f"http://127.0.0.1:{web}"
@@ -172,6 +183,7 @@ def watch(targets: int, minutes: int, threshold_ms: float, profile: Path | None)
                 "warning",
             ],
             cwd=ROOT,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(folder / "log", "w"),  # noqa: SIM115
         )
@@ -229,6 +241,8 @@ def watch(targets: int, minutes: int, threshold_ms: float, profile: Path | None)
                 proc.kill()
             server.terminate()
             server.wait()
+            if cluster is not None:
+                cluster.stop()
         dumped = json.loads(out.read_text())
         records = [r for r in dumped["callbacks"] if t0 <= r[0] <= t1]
         collections = [c for c in dumped["collections"] if t0 <= c[0] <= t1]
@@ -308,6 +322,7 @@ def main() -> None:
     parser.add_argument(
         "--switch-interval", type=float, help="the daemon's sys.setswitchinterval (seconds)"
     )
+    parser.add_argument("--ledger", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--child", type=Path)
     args, rest = parser.parse_known_args()
     if args.child is not None:
@@ -317,7 +332,7 @@ def main() -> None:
         os.environ["BENCH_NO_STATUS_WARM"] = "1"
     if args.switch_interval is not None:
         os.environ["BENCH_SWITCH_INTERVAL"] = str(args.switch_interval)
-    watch(args.targets, args.minutes, args.threshold_ms, args.profile)
+    watch(args.targets, args.minutes, args.threshold_ms, args.profile, args.ledger)
 
 
 if __name__ == "__main__":

@@ -78,12 +78,12 @@ def write_vantage_minutes(
             if item.network_failed and item.minute not in moved:
                 moved.add(item.minute)
                 tx.reclassify_network_failures(item.minute, vantage)
-        if totals:
-            tx._db.executemany(
-                "INSERT INTO vantage_totals VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (series_id, vantage, state) DO UPDATE SET "
-                "count = vantage_totals.count + excluded.count",
-                [(sid, vantage, code, n) for (sid, code), n in totals.items()],
+        if totals:  # one statement on PostgreSQL (row by row it took 0.6 s at 10,000)
+            tx._db.add_counts(
+                "vantage_totals",
+                ("series_id", "vantage", "state"),
+                ("int", "text", "smallint"),
+                [(sid, vantage, code, n) for (sid, code), n in sorted(totals.items())],
             )
     return written
 

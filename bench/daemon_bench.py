@@ -37,9 +37,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from tests.postgres_fixture import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -280,7 +283,7 @@ def use_postgres(config: Path, url: str) -> None:
     )
 
 
-def start_postgres() -> Any:
+def start_postgres() -> PostgresCluster:
     """A durable PostgreSQL cluster on 127.0.0.1 (tests/postgres_fixture.py), pinned to
     CPU 1 with the fast server."""
     sys.path.insert(0, str(ROOT))

@@ -35,10 +35,9 @@ from .clock import Clock, StepDetector
 from .netcheck import NetworkCheck
 from .plan import Planned, ProbePlan
 from .targets import TargetRuntime, TargetSet
-from .writer import MinuteWriter
+from .writer import CHUNK, MinuteWriter, in_chunks
 
 STALL_LIMIT = 10.0  # seconds a minute may wait past its close time for attempts in flight
-CHUNK = 200  # targets handled between yields to the event loop when planning and closing
 
 
 class Armed:
@@ -320,9 +319,8 @@ class Clockwork:
                 break  # attempts of this minute still to run: give them their time
             rules = self.targets.rules_for(minute)
             closed: list[ClosedMinute] = []
-            for start in range(0, len(rules), CHUNK):
-                closed += self.book.decide(minute, rules[start : start + CHUNK])
-                await asyncio.sleep(0)
+            async for chunk in in_chunks(rules):
+                closed += self.book.decide(minute, chunk)
             self.book.seal(minute)
             self.writer.add(closed)
             self.next_close += 1

@@ -23,7 +23,7 @@ from ..records import ClosedMinute
 from ..sla import OutcomeCounts, minute_iso
 from ..stats import RuntimeStats
 from .clock import Clock
-from .writer import CHUNK, WRITE_ERRORS
+from .writer import WRITE_ERRORS, in_chunks
 
 ALIVE_WITHIN = 15.0  # seconds since a vantage's last heartbeat that it still counts as alive
 LEAD_RETRY = 2.0  # seconds between tries for the lease by a prober that is not the closer
@@ -126,18 +126,15 @@ class FleetCloser:
             rows = await asyncio.to_thread(fleet_rows.verdicts_of_minute, self.ledger, minute)
             # In chunks, as the vantage's own close: 10,000 targets at once held the loop
             # for 130 ms, and the attempts due meanwhile started that late (bench/README.md).
-            targets = self.targets()
             decided: list[ClosedMinute] = []
-            for start in range(0, len(targets), CHUNK):
-                decided += self.decide(minute, rows, targets[start : start + CHUNK])
-                await asyncio.sleep(0)
+            async for targets in in_chunks(self.targets()):
+                decided += self.decide(minute, rows, targets)
             written = await asyncio.to_thread(self.ledger.write_minutes, decided)
             # The fleet's minutes carry the vantages' summed counts: attempt totals, in the
             # ledger and in the view, count those (a vantage row written after the deadline
             # is kept as evidence but counts nowhere, like an attempt after its minute).
-            for start in range(0, len(written), CHUNK):  # the loop runs attempts meanwhile
-                self.view.apply(written[start : start + CHUNK])
-                await asyncio.sleep(0)
+            async for chunk in in_chunks(written):
+                self.view.apply(chunk)
             self.next_close += 1
 
     def decide(

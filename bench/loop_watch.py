@@ -149,9 +149,18 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
         dump()
 
 
+def find_py_spy() -> str | None:
+    """py-spy in the environment of this Python (a venv not on PATH), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
 def watch(
     targets: int, minutes: int, threshold_ms: float, profile: Path | None, ledger: str
 ) -> None:
+    py_spy = find_py_spy()
+    if profile is not None and py_spy is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
     server, url = start_fast_server()
     cluster = start_postgres() if ledger == "postgres" else None
     env = {k: v for k, v in os.environ.items() if not k.startswith("IM_PROBER_")}
@@ -180,7 +189,7 @@ def watch(
                 "--web.listen-address",
                 f"127.0.0.1:{web}",
                 "--log-level",
-                "warning",
+                "info",  # for the warm-up's end (settle)
             ],
             cwd=ROOT,
             env=env,
@@ -197,7 +206,7 @@ def watch(
                     if time.time() > deadline or proc.poll() is not None:
                         raise RuntimeError((folder / "log").read_text()) from None
                     time.sleep(0.2)
-            settled = settle(proc.pid)
+            settled = settle(proc.pid, folder / "log")
             start_at = (int(time.time() // 60) + 2) * 60 + 1
             time.sleep(max(0.0, start_at - time.time()))
             text0 = scrape(base + "/metrics")
@@ -206,7 +215,7 @@ def watch(
             if profile is not None:  # py-spy's samples of every thread, the watched minutes
                 spy = subprocess.Popen(
                     [
-                        *("py-spy", "record", "--threads", "--nonblocking", "--format", "raw"),
+                        *(py_spy, "record", "--threads", "--nonblocking", "--format", "raw"),
                         *("--rate", "200", "--duration", str(minutes * 60)),
                         *("-o", str(profile), "--pid", str(proc.pid)),
                     ],
@@ -220,8 +229,8 @@ def watch(
                     body = scrape(base + "/metrics")
                 except OSError as exc:  # reported, not fatal: the lag figures still stand
                     print(f"scrape failed after {time.perf_counter() - s0:.1f} s: {exc!r}")
-                    if shutil.which("py-spy"):  # what the daemon is doing instead
-                        dump = ["py-spy", "dump", "--nonblocking", "--pid", str(proc.pid)]
+                    if py_spy is not None:  # what the daemon is doing instead
+                        dump = [py_spy, "dump", "--nonblocking", "--pid", str(proc.pid)]
                         print(subprocess.run(dump, capture_output=True, text=True).stdout)
                     if proc.poll() is not None:
                         raise RuntimeError((folder / "log").read_text()[-3000:]) from None

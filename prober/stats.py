@@ -66,6 +66,7 @@ class RuntimeStats:
     fleet_closer: int | None = None
     vantage: str = ""
     vantage_verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    vantage_moves: int = 0  # one more each time vantage_verdicts changes (the exposition's key)
     clock_steps: int = 0
     network_up: int | None = None
     reload_successful: int = 1

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from prober.config.models import parse_config
+from prober.expose.metrics import Exposition
 from prober.ledger import fleet as fleet_rows
 from prober.ledger.store import Ledger, PendingEvidence
 from prober.records import Attempt, ClosedMinute
@@ -65,6 +68,15 @@ async def attempt(prober: Prober, outcome: Outcome, at: float) -> None:
     )
 
 
+def _vantage_verdicts(shown: Exposition) -> dict[tuple[str, str, str], float]:
+    text = shown.render(time.time()).decode()
+    [family] = [f for f in parse_text(text) if f.name == "im_vantage_minute_verdicts"]
+    return {
+        (s.labels["target"], s.labels["vantage"], s.labels["state"]): s.value
+        for s in family.samples
+    }
+
+
 def fleet_row(ledger: Ledger, minute: int) -> tuple[State, Reason] | None:
     for row in ledger.minute_rows("t", minute, minute + 1):
         if row.probe == "":
@@ -95,7 +107,11 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(
         await a.fleet.tick()  # a leads (SQLite: every prober may; a tries first)
         ledger = a.ledger
         assert fleet_row(ledger, minute) is None  # b, alive, has not closed it yet
+        shown = Exposition(b.view, b.stats, "test")  # what b's /metrics says of itself
+        shown.configure(b.config.targets)
+        assert _vantage_verdicts(shown)[("t", "b", "available")] == 0
         await b.clockwork.close_due()
+        assert _vantage_verdicts(shown)[("t", "b", "available")] == 1  # not a stale render
         await a.fleet.tick()
         assert fleet_row(ledger, minute) == (State.AVAILABLE, Reason.NONE)
         per_vantage = fleet_rows.verdicts_of_minute(ledger, minute)[("t", "")]

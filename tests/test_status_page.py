@@ -9,6 +9,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import time
 import zipfile
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from prober.expose.web import make_app
 from prober.expose.webconfig import WebConfigFile, WebSecurity
 from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
+from prober.logs import LOGGER_NAME
 from prober.reports.report import report_from_counts
 from prober.sla import State, minute_iso
 from prober.status.model import claim_state
@@ -358,7 +360,11 @@ def test_the_report_downloads_are_the_reports_own_renderings(month, capsys) -> N
     )
 
 
-def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(month) -> None:
+def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(
+    month, caplog: pytest.LogCaptureFixture
+) -> None:
+    """... and says when it is done (a benchmark's measured minutes wait for that line)."""
+    caplog.set_level(logging.INFO, LOGGER_NAME)
     folder, _history, now = month
     config_file = load_config(folder / "config.yaml")
 
@@ -378,6 +384,27 @@ def test_warming_up_reads_the_ended_months_and_whole_hours_before_anyone_asks(mo
     assert (cold_months, cold_hours) == (0, 0)
     assert warm_months >= 1  # the previous months' reports, kept
     assert warm_hours >= 24  # whole hours of attempt latency, kept for good
+    [done] = [r for r in caplog.records if r.getMessage() == "status page caches warm"]
+    assert done.fields["targets"] == len(config_file.config.targets) > 0
+
+
+def test_a_warm_up_that_cannot_read_the_ledger_stops_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER_NAME)
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(date(2026, 1, 1)))  # no ledger.sqlite3 beside it
+    config_file = load_config(config)
+
+    async def main() -> None:
+        page = StatusPage(LedgerView(), lambda: config_file, network_up=lambda: None, version="t")
+        await page.warm()
+        await page.close()
+
+    asyncio.run(main())
+    [stopped] = [r for r in caplog.records if r.getMessage().startswith("status page warm")]
+    assert stopped.levelno == logging.WARNING and stopped.getMessage().endswith("stopped")
+    assert "cannot be read" in stopped.fields["error"]
 
 
 def test_with_a_signing_key_the_downloaded_pack_is_signed_and_verifies(month, capsys) -> None:

@@ -133,6 +133,7 @@ class Prober:
             self.stats.vantage_verdicts = await asyncio.to_thread(
                 fleet_rows.vantage_totals, self.ledger, self.config_file.vantage
             )
+            self.stats.vantage_moves += 1
             # Alive from now on: the fleet closer waits for this vantage's minutes.
             await self.writer.store_evidence(beat=True)
         else:  # in a fleet, the closer decides the minutes nobody observed

@@ -239,6 +239,7 @@ class MinuteWriter:
         if self.as_vantage:
             for item in written:
                 self.stats.vantage_verdicts[(item.target, item.verdict.state.value)] += 1
+            self.stats.vantage_moves += 1
             written = []  # the fleet closer shows and tells the fleet's minutes
         async for chunk in in_chunks(written):
             self.view.apply(chunk)

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import io
 import json
+import logging
 import re
 import sqlite3
 import tempfile
@@ -33,6 +34,7 @@ from ..errors import LedgerError, UserError
 from ..ledger.minute_csv import parse_instant
 from ..ledger.opening import ledger_location, ledger_password
 from ..ledger.view import LedgerView
+from ..logs import event
 from ..reports.evidence import write_evidence
 from ..reports.report import Report, build_report, render_html, render_json
 from ..reports.signing import signing_key
@@ -156,16 +158,26 @@ class StatusPage:
         months, whole hours of latency) for every target, so the first view of a target
         page costs what later ones do. Started with the daemon; the ledger's trouble only
         leaves the cache cold."""
-        for target in list(self.config_of().config.targets):
+        targets = list(self.config_of().config.targets)
+        began = time.monotonic()
+        for target in targets:
             last, public = self._last_closed(target.name), self.public
             started = time.monotonic()
             try:
                 await self._run(self._target_data, target, last, public)
-            except web.HTTPException:
+            except web.HTTPException as exc:
+                event(logging.WARNING, "status page warm-up stopped", error=_message(exc))
                 return
             # A build holds the GIL; resting three times as long between builds keeps the
             # warm-up to a quarter of a core, so the attempt clock is not kept waiting.
             await asyncio.sleep(min(1.0, WARM_REST * (time.monotonic() - started)))
+        # (Its end is also when a benchmark's measured minutes may begin: bench/.)
+        event(
+            logging.INFO,
+            "status page caches warm",
+            targets=len(targets),
+            seconds=round(time.monotonic() - began, 1),
+        )
 
     async def close(self) -> None:
         ledger, self._ledger = self._ledger, None
@@ -497,6 +509,14 @@ def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
         content_type="application/json",
         headers=_HEADERS,
     )
+
+
+def _message(exc: web.HTTPException) -> str:
+    """The one-line message _error put in a response."""
+    try:
+        return str(json.loads(exc.text or "")["error"])
+    except (ValueError, KeyError, TypeError):
+        return exc.reason
 
 
 def _not_found(message: str) -> web.HTTPException:

@@ -138,6 +138,33 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(
     asyncio.run(main())
 
 
+def test_the_closer_closes_the_fleet_minute_as_soon_as_its_own_vantage_wrote_it(
+    backend: Backend,
+) -> None:
+    """No waiting for the next second's tick: a fleet of one shows its verdict sooner."""
+
+    async def main() -> None:
+        clock = FakeClock(BASE + 5)
+        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
+        await start(alone)
+        assert alone.fleet is not None
+        minute = int(BASE // 60)
+        await alone.fleet.tick()  # it leads, from the minute it is in
+        await attempt(alone, Outcome.FAILURE, BASE + 10)
+        alone.clockwork.timers.clear()
+        alone.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.5
+        await alone.fleet.tick()  # its own vantage has not closed the minute yet
+        assert alone.stats.fleet_closer == 1 and fleet_row(alone.ledger, minute) is None
+        await alone.clockwork.close_due()  # the vantage write, and with it the nudge
+        await alone.fleet.finish()  # (the tick it began, awaited; no other tick ran)
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        assert alone.view.verdicts[("t", "")][State.APPARENT_FAILURE] == 1
+        await alone.stop()
+
+    asyncio.run(main())
+
+
 def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(backend: Backend) -> None:
     async def main() -> None:
         probers, clock = fleet(backend)

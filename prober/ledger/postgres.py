@@ -433,6 +433,9 @@ class PostgresConnection:
             return []
         if links is not None:
             return self._insert_new_linked(table, columns, types, rows, returning, links)
+        copied = self._copy_if_all_new(table, columns, rows, returning)
+        if copied is not None:
+            return copied
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({_arrays(types)}) "
             f"ON CONFLICT DO NOTHING RETURNING {returning}"
@@ -448,6 +451,26 @@ class PostgresConnection:
             except self._psycopg.Error as exc:
                 raise self._trouble(exc) from None
         return out
+
+    def _copy_if_all_new(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str
+    ) -> list[tuple] | None:
+        """The usual batch, every row new, by COPY (at 10,000 rows a third of the time of
+        the unnest INSERT, 58-67 against 180-233 ms: bench/README.md); the `returning`
+        columns taken from the rows. None, with nothing written, when a row was there
+        already (a unique violation undoes the COPY): then the INSERT skips those."""
+        picks = [list(columns).index(name.strip()) for name in returning.split(",")]
+        self.execute("SAVEPOINT copy_new")
+        try:
+            self._copy(table, columns, rows)
+        except self._psycopg.errors.UniqueViolation:
+            self.execute("ROLLBACK TO SAVEPOINT copy_new")
+            self.execute("RELEASE SAVEPOINT copy_new")
+            return None
+        except self._psycopg.Error as exc:
+            raise self._trouble(exc) from None
+        self.execute("RELEASE SAVEPOINT copy_new")
+        return [tuple(row[i] for i in picks) for row in rows]
 
     def _insert_new_linked(
         self,
@@ -581,17 +604,21 @@ class PostgresConnection:
 
     def insert_all(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Insert every row (no conflict expected) by COPY: attempts, network rounds."""
+        try:
+            self._copy(table, columns, rows)
+        except self._psycopg.Error as exc:
+            raise self._trouble(exc) from None
+
+    def _copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """COPY the rows; the driver's errors as they are."""
         with self._lock:
             conn = self._ready()
-            try:
-                with (
-                    conn.cursor() as cursor,
-                    cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-                ):
-                    for row in rows:
-                        copy.write_row(row)
-            except self._psycopg.Error as exc:
-                raise self._trouble(exc) from None
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
 
     def integrity_check(self) -> str:
         """PostgreSQL keeps its own consistency (constraints, WAL); this checks the ledger

@@ -53,14 +53,33 @@ class FleetCloser:
         self.next_close = 0  # the first fleet minute not closed yet (while leading)
         self._last_try = float("-inf")
         self._ticking: asyncio.Task[None] | None = None
+        self._one_tick = asyncio.Lock()  # a nudge's tick and the second's never overlap
+        self._stopped = False
         self.stats.fleet_closer = 0
 
     async def second(self) -> None:
         """The scheduler's job each second: one tick at a time, in a task of its own (a slow
         ledger never holds up the scheduler); its trouble is logged, never fatal."""
-        if self._ticking is not None and not self._ticking.done():
+        self._start_tick()
+
+    def _start_tick(self) -> None:
+        if self._stopped or (self._ticking is not None and not self._ticking.done()):
             return
         self._ticking = asyncio.get_running_loop().create_task(self._guarded_tick())
+
+    def nudge(self) -> None:
+        """This prober has just written its vantage's minutes: while it closes the fleet's,
+        look at once instead of at the next second (a fleet of one then waits for no
+        tick: half a second on average)."""
+        if self.leading:
+            self._start_tick()
+
+    async def finish(self) -> None:
+        """At stop, after the last vantage write: the tick under way (its nudge may have
+        begun one) ends before the ledger closes; none begins after."""
+        self._stopped = True
+        if self._ticking is not None:
+            await self._ticking
 
     async def _guarded_tick(self) -> None:
         try:
@@ -71,6 +90,10 @@ class FleetCloser:
             event(logging.WARNING, "fleet closing failed; trying again", error=str(exc))
 
     async def tick(self) -> None:
+        async with self._one_tick:
+            await self._tick()
+
+    async def _tick(self) -> None:
         now = self.clock.wall()
         if not self.leading:
             if now - self._last_try < LEAD_RETRY:

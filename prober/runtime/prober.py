@@ -100,6 +100,7 @@ class Prober:
                 targets=lambda: self.config.targets,
                 close_delay=lambda: self.close_delay,
             )
+            self.writer.after_vantage_write = self.fleet.nudge
 
     @property
     def config(self) -> Config:
@@ -216,6 +217,8 @@ class Prober:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         await self.clockwork.wind_down()
+        if self.fleet is not None:
+            await self.fleet.finish()
         for runtime in self.targets.all():
             await runtime.adapter.aclose()
         if self.netcheck is not None:

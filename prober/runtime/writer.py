@@ -91,6 +91,7 @@ class MinuteWriter:
         self.buffer_minutes = buffer_minutes
         self.verdict_of_missed = verdict_of_missed
         self.narrator = Narrator()
+        self.after_vantage_write: Callable[[], None] = lambda: None  # the fleet closer's nudge
         self.pending: list[list[ClosedMinute]] = []
         # target → (probes, first, end): minutes nobody kept, recorded once writes work
         self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -240,6 +241,8 @@ class MinuteWriter:
             for item in written:
                 self.stats.vantage_verdicts[(item.target, item.verdict.state.value)] += 1
             self.stats.vantage_moves += 1
+            if written:
+                self.after_vantage_write()
             written = []  # the fleet closer shows and tells the fleet's minutes
         async for chunk in in_chunks(written):
             self.view.apply(chunk)

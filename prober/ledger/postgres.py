@@ -225,7 +225,8 @@ HEAD_TYPES = (*HEAD_KEY_TYPES, "bigint", "bytea")
 def _arrays(types: Sequence[str]) -> str:
     """unnest's parameters, one array per column cast to its type, sent in binary: the
     text form quotes and escapes element by element, which took twice the client's CPU
-    for columns of 10,000 ints and strings (and escapes every byte of a bytea)."""
+    for columns of 10,000 ints and strings (17.2 against 8.0 ms for four; bench/README.md)
+    and escapes every byte of a bytea."""
     return ", ".join(f"%b::{t}[]" for t in types)
 
 
@@ -456,7 +457,7 @@ class PostgresConnection:
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: str
     ) -> list[tuple] | None:
         """The usual batch, every row new, by COPY (at 10,000 rows a third of the time of
-        the unnest INSERT, 58-67 against 180-233 ms: bench/README.md); the `returning`
+        the unnest INSERT, 41-43 against 134-161 ms: bench/pg_rows_bench.py); the `returning`
         columns taken from the rows. None, with nothing written, when a row was there
         already (a unique violation undoes the COPY): then the INSERT skips those."""
         picks = [list(columns).index(name.strip()) for name in returning.split(",")]

@@ -5,6 +5,7 @@ closing its own minutes as a vantage, one closer turning them into the fleet's m
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 import time
 
@@ -15,9 +16,10 @@ from prober.config.models import parse_config
 from prober.expose.metrics import Exposition
 from prober.ledger import fleet as fleet_rows
 from prober.ledger.store import Ledger, PendingEvidence
+from prober.logs import LOGGER_NAME
 from prober.records import Attempt, ClosedMinute
 from prober.runtime.prober import Prober
-from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict
+from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
 from .chat_app import free_port
 from .ledger_backends import Backend
@@ -66,6 +68,9 @@ async def attempt(prober: Prober, outcome: Outcome, at: float) -> None:
     prober.clockwork.book.attempts[("t", int(at // 60))].append(
         Attempt("t", "login", at, 0.1, outcome, vantage=vantage)
     )
+
+
+STEPS = ("read", "decide", "write")  # the fleet close's, as logged
 
 
 def _vantage_verdicts(shown: Exposition) -> dict[tuple[str, str, str], float]:
@@ -139,9 +144,11 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(
 
 
 def test_the_closer_closes_the_fleet_minute_as_soon_as_its_own_vantage_wrote_it(
-    backend: Backend,
+    backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No waiting for the next second's tick: a fleet of one shows its verdict sooner."""
+    """No waiting for the next second's tick: a fleet of one shows its verdict sooner. The
+    two writes' times are logged at debug."""
+    caplog.set_level(logging.DEBUG, LOGGER_NAME)
 
     async def main() -> None:
         clock = FakeClock(BASE + 5)
@@ -160,6 +167,10 @@ def test_the_closer_closes_the_fleet_minute_as_soon_as_its_own_vantage_wrote_it(
         await alone.fleet.finish()  # (the tick it began, awaited; no other tick ran)
         assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
         assert alone.view.verdicts[("t", "")][State.APPARENT_FAILURE] == 1
+        logged = {r.getMessage(): r.fields for r in caplog.records if r.levelno == logging.DEBUG}
+        assert logged["minutes written"]["rows"] == 1 and logged["minutes written"]["seconds"] >= 0
+        assert logged["fleet minute closed"]["minute"] == minute_iso(minute)
+        assert all(logged["fleet minute closed"][f"{step}_seconds"] >= 0 for step in STEPS)
         await alone.stop()
 
     asyncio.run(main())

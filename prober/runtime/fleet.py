@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from .. import sla
@@ -146,13 +147,24 @@ class FleetCloser:
         seen = await asyncio.to_thread(fleet_rows.vantages, self.ledger)
         while self._closable(self.next_close, now, seen):
             minute = self.next_close
+            began = time.monotonic()
             rows = await asyncio.to_thread(fleet_rows.verdicts_of_minute, self.ledger, minute)
+            read = time.monotonic()
             # In chunks, as the vantage's own close: 10,000 targets at once held the loop
             # for 130 ms, and the attempts due meanwhile started that late (bench/README.md).
             decided: list[ClosedMinute] = []
             async for targets in in_chunks(self.targets()):
                 decided += self.decide(minute, rows, targets)
+            made = time.monotonic()
             written = await asyncio.to_thread(self.ledger.write_minutes, decided)
+            event(
+                logging.DEBUG,
+                "fleet minute closed",
+                minute=minute_iso(minute),
+                read_seconds=round(read - began, 3),
+                decide_seconds=round(made - read, 3),
+                write_seconds=round(time.monotonic() - made, 3),
+            )
             # The fleet's minutes carry the vantages' summed counts: attempt totals, in the
             # ledger and in the view, count those (a vantage row written after the deadline
             # is kept as evidence but counts nowhere, like an attempt after its minute).

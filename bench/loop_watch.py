@@ -15,6 +15,7 @@ and longest time, and when in the minute (second) the longest ran.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -161,8 +162,30 @@ def watch(
     py_spy = find_py_spy()
     if profile is not None and py_spy is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
+    # the server and the cluster stopped however the run ends, even before the daemon starts
+    with contextlib.ExitStack() as started:
+        _watch(targets, minutes, threshold_ms, profile, ledger, py_spy, started)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait()
+
+
+def _watch(
+    targets: int,
+    minutes: int,
+    threshold_ms: float,
+    profile: Path | None,
+    ledger: str,
+    py_spy: str | None,
+    started: contextlib.ExitStack,
+) -> None:
     server, url = start_fast_server()
+    started.callback(_stop, server)
     cluster = start_postgres() if ledger == "postgres" else None
+    if cluster is not None:
+        started.callback(cluster.stop)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IM_PROBER_")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -248,10 +271,6 @@ def watch(
                 proc.wait(120)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            server.terminate()
-            server.wait()
-            if cluster is not None:
-                cluster.stop()
         dumped = json.loads(out.read_text())
         records = [r for r in dumped["callbacks"] if t0 <= r[0] <= t1]
         collections = [c for c in dumped["collections"] if t0 <= c[0] <= t1]

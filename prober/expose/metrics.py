@@ -585,7 +585,7 @@ class Exposition:
         ]
         out.append("".join(head).encode())
         # The per-target lines change only when this vantage closes a minute: rendered then,
-        # not at every scrape (10,000 targets' took 25 ms of each scrape).
+        # not at every scrape (10,000 targets' took ~25 ms of each in a py-spy profile).
         moves, cached = p.vantage_moves, self._vantage_lines
         targets, labels = self.targets, self._target_labels
         if cached is not None and cached[0] == moves:

@@ -248,10 +248,10 @@ class MinuteWriter:
         self.ok = True
         self.pending.clear()
         if self.as_vantage:
-            for item in written:
-                self.stats.vantage_verdicts[(item.target, item.verdict.state.value)] += 1
-            self.stats.vantage_moves += 1
             if written:
+                for item in written:
+                    self.stats.vantage_verdicts[(item.target, item.verdict.state.value)] += 1
+                self.stats.vantage_moves += 1
                 self.after_vantage_write()
             written = []  # the fleet closer shows and tells the fleet's minutes
         async for chunk in in_chunks(written):

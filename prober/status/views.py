@@ -164,14 +164,15 @@ class StatusPage:
             last, public = self._last_closed(target.name), self.public
             started = time.monotonic()
             try:
-                await self._run(self._target_data, target, last, public)
-            except web.HTTPException as exc:
-                event(logging.WARNING, "status page warm-up stopped", error=_message(exc))
+                await self._in_pool(self._target_data, target, last, public)
+            except (LedgerError, sqlite3.Error) as exc:
+                error = f"the ledger cannot be read: {exc}"
+                event(logging.WARNING, "status page warm-up stopped", error=error)
                 return
             # A build holds the GIL; resting three times as long between builds keeps the
             # warm-up to a quarter of a core, so the attempt clock is not kept waiting.
             await asyncio.sleep(min(1.0, WARM_REST * (time.monotonic() - started)))
-        # (Its end is also when a benchmark's measured minutes may begin: bench/.)
+        # (Also when a benchmark's measured minutes may begin: bench/daemon_bench.py, settle.)
         event(
             logging.INFO,
             "status page caches warm",
@@ -185,10 +186,14 @@ class StatusPage:
             await self._run(ledger.close)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """_in_pool for a request: the ledger's trouble as the response."""
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+            return await self._in_pool(fn, *args)
         except (LedgerError, sqlite3.Error) as exc:
             # The ledger's own trouble (a disk error, a file being replaced): the page says
             # so in one line; the probes go on regardless.
@@ -509,14 +514,6 @@ def _error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
         content_type="application/json",
         headers=_HEADERS,
     )
-
-
-def _message(exc: web.HTTPException) -> str:
-    """The one-line message _error put in a response."""
-    try:
-        return str(json.loads(exc.text or "")["error"])
-    except (ValueError, KeyError, TypeError):
-        return exc.reason
 
 
 def _not_found(message: str) -> web.HTTPException:

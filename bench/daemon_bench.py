@@ -309,8 +309,10 @@ def run_one(
     *,
     status_warm: bool = True,
     postgres: tuple[str, str] | None = None,
+    keep_log: Path | None = None,
 ) -> dict[str, float]:
-    """One daemon run; `postgres` is (ledger URL, password) for a PostgreSQL ledger."""
+    """One daemon run; `postgres` is (ledger URL, password) for a PostgreSQL ledger;
+    `keep_log`: run the daemon at debug (the close's write times) and keep its log there."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         write_config(config, targets, server)
@@ -331,7 +333,7 @@ def run_one(
                 "--web.listen-address",
                 f"127.0.0.1:{port}",
                 "--log-level",
-                "info",  # for the warm-up's end (settle)
+                "debug" if keep_log else "info",  # info: for the warm-up's end (settle)
             ],
             cwd=ROOT,
             env=env,
@@ -390,6 +392,8 @@ def run_one(
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            if keep_log is not None:
+                shutil.copyfile(Path(tmp) / "log", keep_log)
 
 
 def main() -> None:
@@ -400,7 +404,15 @@ def main() -> None:
         "--no-status-warm", action="store_true", help="skip the status page's start-up reads"
     )
     parser.add_argument("--ledger", nargs="+", choices=["sqlite", "postgres"], default=["sqlite"])
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="run the daemon at debug and keep each run's log in DIR (LEDGER-TARGETS.log)",
+    )
     args = parser.parse_args()
+    if args.keep_logs:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
     cluster = None
     if "postgres" in args.ledger:
         cluster = start_postgres()
@@ -423,7 +435,12 @@ def main() -> None:
                     database = cluster.create_database("daemon_bench")
                     postgres = (cluster.url(database), cluster.password)
                 r = run_one(
-                    n, args.minutes, url, status_warm=not args.no_status_warm, postgres=postgres
+                    n,
+                    args.minutes,
+                    url,
+                    status_warm=not args.no_status_warm,
+                    postgres=postgres,
+                    keep_log=args.keep_logs / f"{ledger}-{n}.log" if args.keep_logs else None,
                 )
                 results[ledger] = r
                 sqlite = results.get("sqlite")

@@ -11,9 +11,12 @@ import pytest
 
 from prober.errors import LedgerError, UserError
 from prober.ledger.postgres import (
+    FILLFACTOR,
     MIGRATIONS,
+    UPDATED_IN_PLACE,
     LedgerUnavailable,
     PostgresConnection,
+    open_database,
 )
 
 from .chat_app import free_port
@@ -67,6 +70,41 @@ def test_the_schema_is_created_once_when_probers_start_together(postgres, postgr
     db = connect(postgres_url, postgres.password)
     assert db.schema_version() == (SCHEMA, True)
     assert dict(db.execute("SELECT key, value FROM meta").fetchall())["application"] == "im-prober"
+
+
+def fillfactors(db: PostgresConnection) -> dict[str, list[str] | None]:
+    return dict(
+        db.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(?)",
+            (list(UPDATED_IN_PLACE),),
+        ).fetchall()
+    )
+
+
+def test_tables_updated_in_place_get_room_on_their_pages_and_a_foreign_owner_is_no_error(
+    postgres, postgres_url
+) -> None:
+    db = open_database(postgres_url, postgres.password)
+    assert fillfactors(db) == {name: [f"fillfactor={FILLFACTOR}"] for name in UPDATED_IN_PLACE}
+    db.close()
+    # Tables another role owns (a DBA's schema): the writer cannot ALTER them and opens anyway.
+    dbname = postgres_url.rsplit("/", 1)[1]
+    postgres.admin(
+        f"ALTER TABLE chain_heads OWNER TO postgres; ALTER TABLE chain_heads RESET (fillfactor); "
+        f"GRANT ALL ON chain_heads TO {postgres.role}",
+        dbname,
+    )
+    db = open_database(postgres_url, postgres.password)
+    assert fillfactors(db)["chain_heads"] is None
+    assert fillfactors(db)["verdict_totals"] == [f"fillfactor={FILLFACTOR}"]
+    db.execute("INSERT INTO chain_heads VALUES ('minutes', 1, '', 1, '\\x00')")
+    assert db.execute("SELECT count(*) FROM chain_heads").fetchone()[0] == 1
+    db.close()
+    # A reader never alters anything.
+    postgres.admin("ALTER TABLE verdict_totals RESET (fillfactor)", dbname)
+    reader = open_database(postgres_url, postgres.password, readonly=True)
+    assert fillfactors(reader)["verdict_totals"] is None
+    reader.close()
 
 
 def test_a_database_of_another_application_is_refused(postgres, postgres_url) -> None:

@@ -217,6 +217,13 @@ class LedgerUnavailable(LedgerError):
     prober's own trouble, retried; never a failure of the provider."""
 
 
+# Tables whose rows are updated in place every minute (chain heads, running totals): half of
+# each page left free, so an update can stay on its page (a HOT update, no index entry).
+# Measured at 10,000 targets a minute, timed per statement: the heads' UPDATE 764 → 345 ms,
+# the totals' upserts 627 → 383 ms (bench/README.md).
+UPDATED_IN_PLACE = ("chain_heads", "verdict_totals", "attempt_totals", "vantage_totals")
+FILLFACTOR = 50
+
 # chain_heads' columns: the key (table, series, vantage), then the head (seq, hash)
 HEAD_KEY_TYPES = ("text", "int", "text")
 HEAD_TYPES = (*HEAD_KEY_TYPES, "bigint", "bytea")
@@ -670,6 +677,25 @@ class PostgresConnection:
         except ValueError:
             raise LedgerError(f"{self.where}: the ledger's schema version is unreadable") from None
 
+    def tune_storage(self) -> None:
+        """Leave room on the pages of the tables updated in place (UPDATED_IN_PLACE), once
+        per ledger: a storage setting, not the schema, so it needs no migration and a
+        ledger whose tables another role owns (ALTER refused) keeps working as it is.
+        Pages already full get the room as their rows move."""
+        wanted = f"fillfactor={FILLFACTOR}"
+        untuned = [
+            name
+            for name, options in self.execute(
+                "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' "
+                "AND relnamespace = current_schema()::regnamespace AND relname = ANY(?)",
+                (list(UPDATED_IN_PLACE),),
+            ).fetchall()
+            if wanted not in (options or [])
+        ]
+        for name in untuned:
+            with contextlib.suppress(LedgerError):
+                self.execute(f"ALTER TABLE {name} SET ({wanted})")
+
     def migrate(self, target: int, created_by: str) -> None:
         """Bring the schema to `target`, one step at a time, in one transaction (PostgreSQL's
         DDL is transactional: a failed step leaves the old schema). Probers starting at once
@@ -724,6 +750,8 @@ def open_database(
         check_version(db.where, version, SCHEMA_VERSION, readonly=readonly, empty=not has_tables)
         if not readonly and version < SCHEMA_VERSION:
             db.migrate(SCHEMA_VERSION, created_by)
+        if not readonly:
+            db.tune_storage()
     except BaseException:
         db.close()
         raise

@@ -4,12 +4,13 @@ For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1)
 warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
 (p50/p99 from the lag histogram) and, in two more minutes outside the CPU window, how long
 after a minute's end all its verdicts are in /metrics and how long a scrape takes (one every
-2 s for a minute, the minute's close among them: median, p90, max). The baseline,
-measured in the same run, is a bare aiohttp keep-alive client sending the same requests in a
-loop: the cost of one HTTP exchange on this machine, which no prober built on it can go
-below. It also counts, over the measured minutes, the attempts skipped for starting late
-(`im_scheduler_misfires_total`) and the minutes recorded `no_data` (a prober that keeps up
-has none).
+2 s for a minute, the minute's close among them: median, p90, max). Two baselines,
+measured in the same run on the daemon's core: a bare aiohttp keep-alive client sending the
+same requests in a loop (the cost of one HTTP exchange on a busy loop), and the same client
+sending them at the daemon's rate, one request per wake-up of its event loop (what an
+evenly spread prober would pay with nothing around the request). It also counts, over the
+measured minutes, the attempts skipped for starting late (`im_scheduler_misfires_total`) and
+the minutes recorded `no_data` (a prober that keeps up has none).
 
 `--ledger sqlite postgres` runs every size on both ledgers, one after the other: the
 PostgreSQL one is a durable cluster of Debian's PostgreSQL on 127.0.0.1 (tests/
@@ -36,8 +37,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -256,9 +258,47 @@ def baseline(server: str, requests: int) -> float:
                 async with session.post("/send", json={"text": "bench"}) as response:
                     await response.json()
 
-    start = resource.getrusage(resource.RUSAGE_SELF)
-    asyncio.run(main())
-    end = resource.getrusage(resource.RUSAGE_SELF)
+    return on_core(0, main, requests)
+
+
+def paced_baseline(server: str, rate: float, seconds: float = 30.0) -> float:
+    """CPU seconds per request of the same bare aiohttp client sending `rate` requests a
+    second, one at a time at evenly spaced instants, each in its own task (what a prober
+    does, minus the prober), on the daemon's core. An event loop woken for one request
+    pays far more CPU per request than one kept busy by a loop of them."""
+    import aiohttp
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server) as session:
+
+            async def one() -> None:
+                async with session.post("/send", json={"text": "bench"}) as response:
+                    await response.json()
+
+            loop = asyncio.get_running_loop()
+            start, tasks = loop.time(), set()
+            for i in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+                task = asyncio.create_task(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+
+    return on_core(0, main, int(rate * seconds))
+
+
+def on_core(cpu: int, main: Callable[[], Coroutine[Any, Any, None]], requests: int) -> float:
+    """CPU seconds per request of `main`, run with this process pinned to `cpu` (the
+    daemon's), the affinity restored after."""
+    before = os.sched_getaffinity(0)
+    if os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        start = resource.getrusage(resource.RUSAGE_SELF)
+        asyncio.run(main())
+        end = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        os.sched_setaffinity(0, before)
     return (end.ru_utime - start.ru_utime + end.ru_stime - start.ru_stime) / requests
 
 
@@ -420,13 +460,18 @@ def main() -> None:
     try:
         time.sleep(1.5)
         base = baseline(url, 3000)
-        print(f"baseline: bare aiohttp keep-alive request {base * 1e6:.0f} µs CPU (1.0x)")
         print(
-            "ledger   targets  attempts/s  CPU µs/attempt (x baseline)  RSS MB  "
+            f"baseline: bare aiohttp keep-alive request in a loop {base * 1e6:.0f} µs CPU "
+            "(1.0x); paced: the same request at the daemon's rate, one per wake-up"
+        )
+        print(
+            "ledger   targets  attempts/s  CPU µs/attempt (x baseline, x paced)  RSS MB  "
             "lag p50/p99 ms  scrape ms p50/p90/max (lines)  verdict s  skipped  no_data  "
             "CPU/RSS/verdict x sqlite"
         )
         for n in args.targets:
+            paced = paced_baseline(url, n * 4 / 60)
+            print(f"paced baseline at {n * 4 / 60:.1f} requests/s: {paced * 1e6:.0f} µs CPU")
             results: dict[str, dict[str, float]] = {}
             for ledger in args.ledger:
                 postgres = None
@@ -454,7 +499,8 @@ def main() -> None:
                 print(
                     f"{ledger:8s} {n:7d}  {r['attempts_per_s']:10.1f}  "
                     f"{r['cpu_us_per_attempt']:8.0f} "
-                    f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x)          "
+                    f"({r['cpu_us_per_attempt'] / (base * 1e6):4.1f}x, "
+                    f"{r['cpu_us_per_attempt'] / (paced * 1e6):4.2f}x)      "
                     f"{r['rss_mb']:6.0f}  {r['lag_p50_ms']:5.0f} / {r['lag_p99_ms']:<5.0f}    "
                     f"{r['scrape_ms']:4.0f} / {r['scrape_p90_ms']:4.0f} / "
                     f"{r['scrape_max_ms']:4.0f} "

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prober.runtime.plan import EDGE_MARGIN, offsets, probe_plan
+from prober.runtime.plan import EDGE_MARGIN, GRID, offsets, probe_plan
 
 
 @given(
@@ -35,6 +35,26 @@ def test_targets_are_staggered_across_the_slot() -> None:
     # roughly uniform: each ten-second band holds a sixth, give or take
     bands = [sum(1 for f in firsts if 10 * k <= f < 10 * (k + 1)) for k in range(6)]
     assert all(250 < band < 420 for band in bands), bands
+
+
+@given(
+    target=st.text(min_size=1, max_size=30),
+    per_minute=st.sampled_from([1, 2, 3, 4, 6, 12, 30, 60]),
+)
+def test_staggers_lie_on_the_grid(target: str, per_minute: int) -> None:
+    spacing = 60 / per_minute
+    margin = min(EDGE_MARGIN, spacing / 4)
+    first = offsets(target, "send_c2c", per_minute)[0]
+    steps = (first - margin) / GRID
+    assert abs(steps - round(steps)) < 1e-6, first
+
+
+def test_targets_of_one_cadence_share_start_instants() -> None:
+    # 1,000 targets at 4 a minute: 4,000 attempts on the 140 grid instants of a 15 s slot
+    # (1.0 to 14.0 s), about seven at each, so the loop wakes ~10 times a second, not 67
+    starts = {round(o, 3) for i in range(1000) for o in offsets(f"t{i:05d}", "send_c2c", 4)}
+    assert len(starts) <= 4 * (round((15 - 2 * EDGE_MARGIN) / GRID) + 1)
+    assert len(starts) > 4 * 100  # and still spread over the slot, not a few bursts
 
 
 def test_a_plan_lists_the_attempts_of_a_minute_after_an_instant() -> None:

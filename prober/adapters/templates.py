@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets as _random
 import time
@@ -69,6 +70,9 @@ def placeholders(text: str) -> list[str]:
 
 
 def render_text(text: str, values: Mapping[str, Any]) -> str:
+    if "{" not in text and "}" not in text:  # most keys and many values: no regex pass
+        return text
+
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
         if token == "{{":
@@ -86,6 +90,8 @@ def render(node: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(node, Secret):
         return node.reveal()
     if isinstance(node, str):
+        if "{" not in node and "}" not in node:
+            return node
         whole = _PLACEHOLDER.fullmatch(node)
         if whole and whole.group(1):
             return _value(whole.group(1), values)
@@ -103,17 +109,18 @@ _MISSING = object()
 _PATH = re.compile(r"(?:\$\.)?(?:[^.\[\]]+|\[\d+\])(?:\.[^.\[\]]+|\[\d+\])*")
 
 
-def parse_path(path: str) -> list[str | int]:
+@functools.lru_cache(maxsize=4096)  # the configured paths, parsed at every attempt
+def parse_path(path: str) -> tuple[str | int, ...]:
     """`data.items[0].id` (an optional leading `$.` is allowed) as its parts."""
     if not _PATH.fullmatch(path):
         raise ValueError(f"bad JSON path {path!r} (expected e.g. data.items[0].id)")
     text = path[2:] if path.startswith("$.") else path
-    return [
+    return tuple(
         int(m.group(2)) if m.group(2) is not None else m.group(1) for m in _PATH_PART.finditer(text)
-    ]
+    )
 
 
-def lookup(document: Any, path: list[str | int]) -> Any:
+def lookup(document: Any, path: tuple[str | int, ...]) -> Any:
     """The value at a parsed path, or `MISSING`."""
     node = document
     for part in path:

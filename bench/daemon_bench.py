@@ -261,12 +261,14 @@ def baseline(server: str, requests: int) -> float:
     return on_core(0, main, requests)
 
 
-def paced_baseline(server: str, rate: float, seconds: float = 30.0) -> float:
+def paced_baseline(server: str, rate: float, seconds: float = 30.0, burst: int = 1) -> float:
     """CPU seconds per request of the same bare aiohttp client sending `rate` requests a
-    second, one at a time at evenly spaced instants, each in its own task (what a prober
+    second at evenly spaced instants, `burst` at each, each in its own task (what a prober
     does, minus the prober), on the daemon's core. An event loop woken for one request
     pays far more CPU per request than one kept busy by a loop of them."""
     import aiohttp
+
+    total = int(rate * seconds) // burst * burst
 
     async def main() -> None:
         async with aiohttp.ClientSession(server) as session:
@@ -277,21 +279,22 @@ def paced_baseline(server: str, rate: float, seconds: float = 30.0) -> float:
 
             loop = asyncio.get_running_loop()
             start, tasks = loop.time(), set()
-            for i in range(int(rate * seconds)):
+            for i in range(0, total, burst):
                 await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-                task = asyncio.create_task(one())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                for _ in range(burst):
+                    task = asyncio.create_task(one())
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             await asyncio.gather(*tasks)
 
-    return on_core(0, main, int(rate * seconds))
+    return on_core(0, main, total)
 
 
 def on_core(cpu: int, main: Callable[[], Coroutine[Any, Any, None]], requests: int) -> float:
     """CPU seconds per request of `main`, run with this process pinned to `cpu` (the
     daemon's), the affinity restored after."""
     before = os.sched_getaffinity(0)
-    if os.cpu_count() and os.cpu_count() > 1:
+    if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {cpu})
     try:
         start = resource.getrusage(resource.RUSAGE_SELF)

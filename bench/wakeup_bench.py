@@ -10,35 +10,9 @@ a loop with no pause. CPU per request, this process pinned to CPU 0, the server 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
-import aiohttp
-from daemon_bench import baseline, on_core, start_fast_server
-
-
-def paced(server: str, rate: float, burst: int, seconds: float) -> float:
-    """CPU seconds per request, `rate` requests a second in bursts of `burst`."""
-    total = int(rate * seconds) // burst * burst
-
-    async def main() -> None:
-        async with aiohttp.ClientSession(server) as session:
-
-            async def one() -> None:
-                async with session.post("/send", json={"text": "bench"}) as response:
-                    await response.json()
-
-            loop = asyncio.get_running_loop()
-            start, tasks = loop.time(), set()
-            for i in range(0, total, burst):
-                await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-                for _ in range(burst):
-                    task = asyncio.create_task(one())
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            await asyncio.gather(*tasks)
-
-    return on_core(0, main, total)
+from daemon_bench import baseline, paced_baseline, start_fast_server
 
 
 def main() -> None:
@@ -54,7 +28,7 @@ def main() -> None:
         print("requests/s  burst  wake-ups/s  CPU µs/request")
         for rate in args.rates:
             for burst in args.bursts:
-                cost = paced(url, rate, burst, args.seconds)
+                cost = paced_baseline(url, rate, args.seconds, burst)
                 print(f"{rate:10.1f}  {burst:5d}  {rate / burst:10.1f}  {cost * 1e6:14.0f}")
         print(f"in a loop: {baseline(url, 5000) * 1e6:.0f} µs CPU a request")
     finally:

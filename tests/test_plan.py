@@ -50,7 +50,7 @@ def test_staggers_lie_on_the_grid(target: str, per_minute: int) -> None:
 
 
 def test_targets_of_one_cadence_share_start_instants() -> None:
-    # 1,000 targets at 4 a minute: 4,000 attempts on the 140 grid instants of a 15 s slot
+    # 1,000 targets at 4 a minute: 4,000 attempts on the 131 grid instants of a 15 s slot
     # (1.0 to 14.0 s), about seven at each, so the loop wakes ~10 times a second, not 67
     starts = {round(o, 3) for i in range(1000) for o in offsets(f"t{i:05d}", "send_c2c", 4)}
     assert len(starts) <= 4 * (round((15 - 2 * EDGE_MARGIN) / GRID) + 1)

@@ -9,8 +9,8 @@ milliseconds late would land in the next minute and leave its own without an att
 s lies on a grid of GRID seconds, so targets of the same cadence share start instants: at
 1,000 targets × 4 a minute about seven attempts start together ten times a second instead of
 one at a time 67 times a second. Each wake-up of an idle event loop costs far more CPU than
-the request it starts (a bare aiohttp request paced at 67 a second: ~1,560 µs of CPU; in
-bursts of seven at the same rate: ~510 µs; bench/README.md); a tenth of a second of phase
+the request it starts (a bare aiohttp request paced at 67 a second: 1,282 µs of CPU; in
+bursts of seven at the same rate: 370 µs; bench/wakeup_bench.py); a tenth of a second of phase
 changes nothing an SLA minute counts.
 """
 
@@ -41,7 +41,7 @@ def stagger(target: str, probe: str, spacing: float) -> float:
     fraction = zlib.crc32(f"{target}\0{probe}".encode()) / 2**32
     margin = min(EDGE_MARGIN, spacing / 4)
     steps = int((spacing - 2 * margin) / GRID + 1e-9)  # grid instants after the first
-    return margin + round(min(int(fraction * (steps + 1)), steps) * GRID, 3)
+    return margin + round(int(fraction * (steps + 1)) * GRID, 3)  # fraction < 1
 
 
 def offsets(target: str, probe: str, per_minute: int) -> list[float]:

@@ -5,7 +5,11 @@ timed one by one against a durable local cluster (tests/postgres_fixture.py), sa
   minute, by the unnest INSERT ... ON CONFLICT DO NOTHING RETURNING the ledger used before,
   and by COPY, which it now tries first (`PostgresConnection._copy_if_all_new`);
 - heads: the 2N chain heads of such a close read and moved in one UPDATE each, with the
-  table's default fillfactor and with 50 (room on each page for HOT updates).
+  table's default fillfactor and with 50 (room on each page for HOT updates);
+- staged: through the ledger's own `PostgresConnection` on a real ledger's tables, the 2N
+  heads of a close read, then moved, and 2N running totals added, with their rows sent as
+  parameter arrays and by COPY into a temporary table (`STAGE_ROWS`, `_rows_source`): the
+  prober's CPU (the process's) and the wall time of each minute's transaction.
 
 Medians over the minutes, wall time of each statement (client and server); a commit between.
 
@@ -25,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.postgre
 
 import psycopg
 
+from prober.ledger import postgres
+from prober.ledger.store import Ledger
 from tests.postgres_fixture import PostgresCluster
 
 COLUMNS = (
@@ -114,6 +120,40 @@ def heads(
     return reads, updates, hot
 
 
+def staged(url: str, password: str, rows: int, minutes: int) -> None:
+    """The ledger's heads and totals statements, rows as arrays against rows by COPY."""
+    with Ledger(url, password=password) as ledger:
+        db: postgres.PostgresConnection = ledger._db  # type: ignore[assignment]
+        db.execute(
+            "INSERT INTO series (id, target, probe) SELECT g, 't' || g, '' "
+            "FROM generate_series(1, ?) g",
+            (2 * rows,),
+        )
+        keys = [("minutes", sid, "") for sid in range(1, 2 * rows + 1)]
+        figures: dict[str, tuple[list[float], list[float]]] = {}
+        for minute in range(1, 2 * minutes + 1):
+            # alternating, so both see the same tables as they grow
+            mode = "arrays" if minute % 2 else "copy"
+            postgres.STAGE_ROWS = 10**9 if mode == "arrays" else 1_000
+            heads = [(*k, minute, os.urandom(32)) for k in keys]
+            counts = [(k[1], 1, 1) for k in keys]
+            cpu, wall = time.process_time(), time.perf_counter()
+            db.begin_write()
+            db.lock_heads(keys, lambda _key: b"")
+            db.write_heads(heads)
+            db.add_counts("verdict_totals", ("series_id", "state"), ("int", "smallint"), counts)
+            db.execute("COMMIT")
+            if minute > 2:  # the first of each: the heads and totals are inserted, not moved
+                took = figures.setdefault(mode, ([], []))
+                took[0].append(time.process_time() - cpu)
+                took[1].append(time.perf_counter() - wall)
+        for mode, (cpus, walls) in figures.items():
+            print(
+                f"{2 * rows} heads read and moved, {2 * rows} totals added, rows as {mode}: "
+                f"prober CPU {ms(cpus)}, wall {ms(walls)}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000, help="targets in the minute")
@@ -121,6 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     cluster = PostgresCluster(durable=True).start()
     try:
+        sizes = (args.rows, args.minutes)
         url = cluster.url(cluster.create_database("rows"))
         with psycopg.connect(url, password=cluster.password, autocommit=True) as conn:
             for mode in ("unnest", "copy", "unnest", "copy"):  # twice: the order's effect
@@ -132,6 +173,7 @@ def main() -> None:
                     f"{2 * args.rows} heads, fillfactor {fillfactor}: read {ms(reads)}, "
                     f"update {ms(updates)}; updated / of them HOT: {hot[0]} / {hot[1]}"
                 )
+        staged(cluster.url(cluster.create_database("staged")), cluster.password, *sizes)
     finally:
         cluster.stop()
 

@@ -316,3 +316,81 @@ def test_commands_and_the_daemon_on_an_unreachable_database_say_so_once(
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "never-shown-password" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _fleet_minutes(ledger, minutes: range, targets: int) -> None:
+    """A vantage's and the fleet's minutes of `targets` targets with a probe each, and the
+    attempts they were decided over: every chain, heads and totals a close moves."""
+    from prober.ledger.fleet import write_vantage_minutes
+    from prober.ledger.store import PendingEvidence
+    from prober.records import Attempt, ClosedMinute
+    from prober.sla import Outcome, OutcomeCounts
+    from prober.sla.verdicts import APPARENT_FAILURE, AVAILABLE
+
+    for minute in minutes:
+        closed, pending = [], PendingEvidence("east")
+        for i in range(targets):
+            verdict = AVAILABLE if (i + minute) % 3 else APPARENT_FAILURE
+            outcome = Outcome.SUCCESS if verdict is AVAILABLE else Outcome.FAILURE
+            counts = OutcomeCounts(**{outcome.value: 1})
+            pending.attempts.append(
+                Attempt(f"t{i}", "send", minute * 60.0 + i % 60, 0.01, outcome, vantage="east")
+            )
+            closed.append(
+                ClosedMinute(f"t{i}", minute, verdict, counts, {"send": (verdict, counts)})
+            )
+        pending.seen_at = minute * 60.0 + 61
+        write_vantage_minutes(ledger, closed, pending)
+        ledger.write_minutes(
+            [ClosedMinute(c.target, c.minute, c.verdict, c.counts, dict(c.probes)) for c in closed]
+        )
+
+
+def test_large_writes_staged_by_copy_leave_the_same_rows_as_arrays_and_verify(
+    postgres, monkeypatch
+) -> None:
+    """Heads and totals of a large write go by COPY into a temporary table (STAGE_ROWS);
+    the ledger's rows are exactly what the arrays leave, and a database that allows no
+    temporary tables gets the arrays."""
+    from prober.ledger import postgres as pg
+    from prober.ledger.chain import verify
+    from prober.ledger.store import Ledger
+
+    from .ledger_backends import TABLES
+
+    def run(stage_rows: int, *, temporary: bool = True) -> tuple[dict, int]:
+        name = postgres.create_database()
+        if not temporary:
+            postgres.admin(f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, {postgres.role}")
+        monkeypatch.setattr(pg, "STAGE_ROWS", stage_rows)
+        staged = 0
+        real = pg.PostgresConnection._rows_source
+
+        def counted(self, conn, names, types, rows):
+            nonlocal staged
+            source, params = real(self, conn, names, types, rows)
+            staged += params is None
+            return source, params
+
+        monkeypatch.setattr(pg.PostgresConnection, "_rows_source", counted)
+        with Ledger(postgres.url(name), password=postgres.password) as ledger:
+            _fleet_minutes(ledger, range(1000, 1003), 7)
+            # the same minutes again (a restart): nothing new, no chain moved
+            _fleet_minutes(ledger, range(1002, 1003), 7)
+            assert verify(ledger).ok, verify(ledger)
+            tables = {
+                t: sorted(ledger._db.execute(f"SELECT * FROM {t}").fetchall())
+                for t in TABLES
+                if t != "meta"  # (its created_at)
+            }
+        monkeypatch.setattr(pg.PostgresConnection, "_rows_source", real)
+        return tables, staged
+
+    arrays, none_staged = run(10**9)
+    copied, some_staged = run(1)
+    denied, denied_staged = run(1, temporary=False)
+    assert none_staged == 0 and denied_staged == 0
+    assert some_staged > 10  # heads read, heads moved, three totals: every write
+    assert copied == arrays
+    assert denied == arrays
+    assert sum(n for *_k, n in arrays["verdict_totals"]) == 2 * 3 * 7

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 from prober.config.models import parse_config
@@ -402,6 +403,41 @@ def test_a_minute_closes_as_soon_as_every_attempt_planned_in_it_has_finished(
         assert rows(ledger)[m] == (State.APPARENT_FAILURE, Reason.NONE)
         [attempt] = ledger.attempts_in("t", m, m + 1)
         assert attempt.error_kind == "connect"
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_an_ended_minute_closes_when_its_last_attempt_finishes_not_at_the_next_tick(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        prober, clock, ledger, m = await started_with_next_minute_planned(tmp_path)
+        clockwork = prober.clockwork
+        assert prober.scheduler is not None
+        prober.scheduler.remove_job("close")  # no tick: only the attempt's end can close it
+        await fire(prober, clock, m, network=False)
+        clock.now = (m + 1) * 60 + 0.5  # the minute ends while its one attempt runs
+        await asyncio.gather(*clockwork.tasks)
+        assert clockwork._close_task is not None
+        await clockwork._close_task
+        assert rows(ledger)[m] == (State.APPARENT_FAILURE, Reason.NONE)
+        await prober.stop()
+
+    asyncio.run(main())
+
+
+def test_the_closing_tick_runs_just_after_each_whole_second(tmp_path: Path) -> None:
+    """A minute whose attempts all finished before its end closes 20 ms after it, whatever
+    second of the clock the daemon started at."""
+
+    async def main() -> None:
+        prober, _clock, _ledger = make(tmp_path)
+        await prober.start()
+        assert prober.scheduler is not None
+        job = prober.scheduler.get_job("close")
+        assert job.trigger.interval == timedelta(seconds=1)
+        assert job.next_run_time.microsecond == 20_000
         await prober.stop()
 
     asyncio.run(main())

@@ -92,6 +92,7 @@ class Clockwork:
         self.next_close = 0  # the first minute not closed yet
         self.stopping = False
         self._close_task: asyncio.Task[None] | None = None
+        self._one_close = asyncio.Lock()  # the tick's close, a last attempt's, a direct call
         self._run_id = uuid.uuid4().hex[:8]  # attempt ids: unique per run, cheap per attempt
         self._attempt_ids = itertools.count(1)
 
@@ -253,6 +254,7 @@ class Clockwork:
             self.book.abandoned(minute)
         if not self.book.is_closed(minute):
             self.writer.add_round(minute, all_failed)
+            self._ran(minute)
 
     # -- collect -------------------------------------------------------------------------
 
@@ -271,6 +273,7 @@ class Clockwork:
         self.stats.saw_certificate(planned.target, planned.probe, attempt.tls_not_after)
         if self.book.finished(attempt, planned.minute):
             self.writer.add_attempt(attempt)  # stored at the next tick, within a second
+            self._ran(planned.minute)
         else:
             self.stats.discarded_attempts += 1
             event(
@@ -286,12 +289,21 @@ class Clockwork:
 
     async def tick(self) -> None:
         """The scheduler's job every second: close what is due, one closer at a time."""
+        self._start_close()
+
+    def _start_close(self) -> None:
         if self._close_task is None or self._close_task.done():
             self._close_task = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:
         await self.close_due()
         await self.writer.store_evidence()
+
+    def _ran(self, minute: int) -> None:
+        """An attempt or round of `minute` is over: when the minute has ended and nothing of
+        it is left to run, it closes now, not at the next second's tick."""
+        if not self.stopping and minute < self.clock.wall() // 60 and self.finished(minute):
+            self._start_close()
 
     def finished(self, minute: int) -> bool:
         """Every attempt and network round planned in `minute` has run: none armed, none
@@ -304,6 +316,10 @@ class Clockwork:
         )
 
     async def close_due(self, final: bool = False) -> None:
+        async with self._one_close:
+            await self._close_due(final)
+
+    async def _close_due(self, final: bool) -> None:
         now = self.clock.wall()
         delay = self.close_delay()
         # Minute m closes once it has ended and all its attempts have finished, at the latest

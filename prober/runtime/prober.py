@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -43,6 +44,7 @@ from .targets import TargetSet
 from .writer import WRITE_ERRORS, MinuteWriter
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
+TICK_PHASE = 0.02  # seconds after each whole second that the closing tick runs
 
 OnTargets = Callable[[Sequence[TargetBase]], None]
 
@@ -154,7 +156,10 @@ class Prober:
         scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"coalesce": True})
         every_minute = CronTrigger(second=PLAN_AT_SECOND, timezone=UTC)
         scheduler.add_job(clockwork.plan_next, every_minute, id="plan", misfire_grace_time=9)
-        every_second = IntervalTrigger(seconds=1)
+        # On whole seconds (+20 ms, never a hair early): a minute whose attempts have all
+        # finished by its end closes then, not up to a second later at a random phase.
+        first_tick = datetime.fromtimestamp(int(time.time()) + 1 + TICK_PHASE, UTC)
+        every_second = IntervalTrigger(seconds=1, start_date=first_tick, timezone=UTC)
         scheduler.add_job(clockwork.tick, every_second, id="close", misfire_grace_time=5)
         scheduler.add_job(self._prune, IntervalTrigger(hours=1), id="retention")
         if self.fleet is not None:

@@ -9,7 +9,7 @@ PostgreSQL share, as in store.py.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,98 +55,37 @@ def write_vantage_minutes(
 ) -> list[ClosedMinute]:
     """A fleet prober's closed minutes, as its vantage's verdicts, with the evidence it has
     not stored yet and its heartbeat, in one transaction; a row already there stays."""
-    with ledger._transaction() as tx:
-        tx.prepare_chains(_vantage_chains(ledger, tx, closed, pending))
-        written, _all_new = _write_vantage_in(ledger, tx, closed, pending)
-    return written
-
-
-def write_alone(
-    ledger: Ledger,
-    closed: Sequence[ClosedMinute],
-    pending: PendingEvidence,
-    *,
-    fleet_chains: Sequence[tuple[str, str]],
-    alive_since: float,
-    decide: Callable[[dict[tuple[str, str], list[VantageVerdict]]], list[ClosedMinute]],
-) -> tuple[list[ClosedMinute], list[ClosedMinute] | None]:
-    """The vantage's minutes of one minute and, when this vantage is the fleet's only one
-    for it, the fleet's minutes `decide` makes of them, in one transaction: what the
-    closer would write a moment later from the same rows, without reading them back.
-
-    The fleet's minutes are not written (None) when another vantage has a heartbeat since
-    `alive_since` (the closer waits for it) or a verdict of the minute (the closer counts
-    it), or when some row of the vantage's was there already (a restart: the closer reads
-    what is in the ledger). `fleet_chains` are the (target, probe) series of the fleet's
-    minutes, locked with the vantage's chains at once."""
     vantage = pending.vantage
-    minutes = {item.minute for item in closed}
-    if len(minutes) != 1:
-        raise ValueError("write_alone writes the minutes of exactly one minute")
-    minute = minutes.pop()
     with ledger._transaction() as tx:
-        chains = _vantage_chains(ledger, tx, closed, pending)
-        chains += [("minutes", ledger._series_id(t, p), "") for t, p in fleet_chains]
-        tx.prepare_chains(chains)
-        alone = not _others(ledger, vantage, minute, alive_since)
-        written, all_new = _write_vantage_in(ledger, tx, closed, pending)
-        if not (alone and all_new):
-            return written, None
-        seen: dict[tuple[str, str], list[VantageVerdict]] = {}
-        for item in closed:
-            for probe, verdict, counts in _rows_of(item):
-                seen[(item.target, probe)] = [VantageVerdict(vantage, verdict, counts)]
-        return written, ledger.write_minutes_in(tx, decide(seen))
-
-
-def _others(ledger: Ledger, vantage: str, minute: int, alive_since: float) -> bool:
-    """Another vantage alive since `alive_since`, or with a verdict of `minute` (indexed)."""
-    row = ledger._db.execute(
-        "SELECT EXISTS (SELECT 1 FROM vantages WHERE name <> ? AND last_seen >= ?) "
-        "OR EXISTS (SELECT 1 FROM vantage_minutes WHERE minute = ? AND vantage <> ?)",
-        (vantage, alive_since, minute, vantage),
-    ).fetchone()
-    return bool(row[0])
-
-
-def _vantage_chains(
-    ledger: Ledger, tx: Any, closed: Sequence[ClosedMinute], pending: PendingEvidence
-) -> list[tuple[str, int, str]]:
-    return tx.pending_chains(pending.attempts, pending.rounds) + [
-        ("vantage_minutes", ledger._series_id(item.target, probe), pending.vantage)
-        for item in closed
-        for probe in ("", *item.probes)
-    ]
-
-
-def _write_vantage_in(
-    ledger: Ledger, tx: Any, closed: Sequence[ClosedMinute], pending: PendingEvidence
-) -> tuple[list[ClosedMinute], bool]:
-    """write_vantage_minutes inside a transaction, its chains prepared; also whether every
-    row was new."""
-    vantage = pending.vantage
-    tx.insert_pending(pending.attempts, pending.rounds)
-    tx.heartbeat(vantage, pending.seen_at, max((c.minute for c in closed), default=None))
-    written, totals = _insert_all_new(ledger, tx, closed, vantage)
-    all_new = written is not None
-    if written is None:  # some minute was there already (a restart): row by row
-        written, totals = _insert_row_by_row(ledger, tx, closed, vantage)
-    moved: set[int] = set()
-    for item in written:
-        # Attempt totals count the fleet's minutes (their summed counts, written once by
-        # the closer), not each vantage's, so they count no attempt twice and agree with
-        # the closer's view.
-        if item.network_failed and item.minute not in moved:
-            moved.add(item.minute)
-            tx.reclassify_network_failures(item.minute, vantage)
-    if totals:  # one statement on PostgreSQL (row by row it took 0.6 s at 10,000)
-        tx._db.add_counts(
-            "vantage_totals",
-            ("series_id", "vantage", "state"),
-            ("int", "text", "smallint"),
-            [(sid, vantage, code, n) for (sid, code), n in sorted(totals.items())],
+        tx.prepare_chains(
+            tx.pending_chains(pending.attempts, pending.rounds)
+            + [
+                ("vantage_minutes", ledger._series_id(item.target, probe), vantage)
+                for item in closed
+                for probe in ("", *item.probes)
+            ]
         )
-    return written, all_new
+        tx.insert_pending(pending.attempts, pending.rounds)
+        tx.heartbeat(vantage, pending.seen_at, max((c.minute for c in closed), default=None))
+        written, totals = _insert_all_new(ledger, tx, closed, vantage)
+        if written is None:  # some minute was there already (a restart): row by row
+            written, totals = _insert_row_by_row(ledger, tx, closed, vantage)
+        moved: set[int] = set()
+        for item in written:
+            # Attempt totals count the fleet's minutes (their summed counts, written once by
+            # the closer), not each vantage's, so they count no attempt twice and agree with
+            # the closer's view.
+            if item.network_failed and item.minute not in moved:
+                moved.add(item.minute)
+                tx.reclassify_network_failures(item.minute, vantage)
+        if totals:  # one statement on PostgreSQL (row by row it took 0.6 s at 10,000)
+            tx._db.add_counts(
+                "vantage_totals",
+                ("series_id", "vantage", "state"),
+                ("int", "text", "smallint"),
+                [(sid, vantage, code, n) for (sid, code), n in sorted(totals.items())],
+            )
+    return written
 
 
 Totals = Counter[tuple[int, int]]  # (series id, state code): verdicts added

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from .. import sla
 from ..config.models import FleetConfig, TargetBase
 from ..ledger import fleet as fleet_rows
-from ..ledger.store import Ledger, PendingEvidence
+from ..ledger.store import Ledger
 from ..ledger.view import LedgerView
 from ..logs import event
 from ..records import ClosedMinute
@@ -131,51 +131,6 @@ class FleetCloser:
             "this prober now closes the fleet's minutes",
             since=minute_iso(self.next_close),
         )
-
-    async def close_alone(
-        self, batch: list[ClosedMinute], evidence: PendingEvidence
-    ) -> list[ClosedMinute] | None:
-        """The writer's vantage write when this prober closes the fleet's minutes: for the
-        minute due next, the fleet's minutes go in the same transaction when no other
-        vantage is alive or has a verdict of it (a fleet of one: one write a minute, not
-        two, and no read of rows just written). Returns the vantage's minutes written, or
-        None when it wrote nothing (the writer then writes them as usual)."""
-        now = self.clock.wall()
-        minute = self.next_close
-        if (
-            self._stopped
-            or not self.leading
-            or self._one_tick.locked()  # a tick is closing: it closes this minute too
-            or any(item.minute != minute for item in batch)
-            or now < (minute + 1) * 60
-        ):
-            return None
-        async with self._one_tick:
-            if not self.leading or self.next_close != minute:
-                return None
-            targets = list(self.targets())
-            began = time.monotonic()
-            written, fleet_written = await asyncio.to_thread(
-                fleet_rows.write_alone,
-                self.ledger,
-                batch,
-                evidence,
-                fleet_chains=[(t.name, p) for t in targets for p in ("", *t.probes)],
-                alive_since=now - ALIVE_WITHIN,
-                decide=lambda rows: self.decide(minute, rows, targets),
-            )
-            if fleet_written is None:
-                return written  # the next tick closes the fleet's minute from the ledger
-            event(
-                logging.DEBUG,
-                "fleet minute closed with its vantage's",
-                minute=minute_iso(minute),
-                seconds=round(time.monotonic() - began, 3),
-            )
-            async for chunk in in_chunks(fleet_written):
-                self.view.apply(chunk)
-            self.next_close += 1
-            return written
 
     def _closable(self, minute: int, now: float, seen: list[fleet_rows.VantageSeen]) -> bool:
         if now < (minute + 1) * 60:

@@ -103,7 +103,6 @@ class Prober:
                 close_delay=lambda: self.close_delay,
             )
             self.writer.after_vantage_write = self.fleet.nudge
-            self.writer.close_alone = self.fleet.close_alone
 
     @property
     def config(self) -> Config:

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 from ..config.models import TargetBase
@@ -63,9 +63,6 @@ async def in_chunks(items: Sequence[Item]) -> AsyncIterator[Sequence[Item]]:
 
 
 VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
-# The fleet closer's shortcut (runtime/fleet.py): the vantage's minutes written with the
-# fleet's, or None when it wrote nothing.
-CloseAlone = Callable[[list[ClosedMinute], PendingEvidence], Awaitable[list[ClosedMinute] | None]]
 
 
 class MinuteWriter:
@@ -96,7 +93,6 @@ class MinuteWriter:
         self.verdict_of_missed = verdict_of_missed
         self.narrator = Narrator()
         self.after_vantage_write: Callable[[], None] = lambda: None  # the fleet closer's nudge
-        self.close_alone: CloseAlone | None = None
         self.pending: list[list[ClosedMinute]] = []
         # target → (probes, first, end): minutes nobody kept, recorded once writes work
         self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -231,9 +227,10 @@ class MinuteWriter:
         written: list[ClosedMinute] = []
         if batch:
             evidence = self._take_evidence()
+            write = self._write_vantage_minutes if self.as_vantage else self.ledger.write_minutes
             began = time.monotonic()
             try:
-                written = await self._write(batch, evidence)
+                written = await asyncio.to_thread(write, batch, evidence)
             except WRITE_ERRORS as exc:
                 self._give_back(evidence)
                 self._write_failed(exc)
@@ -266,16 +263,10 @@ class MinuteWriter:
             except WRITE_ERRORS as exc:
                 self._write_failed(exc)
 
-    async def _write(
+    def _write_vantage_minutes(
         self, batch: list[ClosedMinute], evidence: PendingEvidence
     ) -> list[ClosedMinute]:
-        if not self.as_vantage:
-            return await asyncio.to_thread(self.ledger.write_minutes, batch, evidence)
-        if self.close_alone is not None:
-            written = await self.close_alone(batch, evidence)
-            if written is not None:
-                return written
-        return await asyncio.to_thread(write_vantage_minutes, self.ledger, batch, evidence)
+        return write_vantage_minutes(self.ledger, batch, evidence)
 
     def _write_failed(self, exc: Exception) -> None:
         self.stats.ledger_write_errors += 1

@@ -14,10 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from prober.config.models import parse_config
 from prober.expose.metrics import Exposition
+from prober.ledger import chain
 from prober.ledger import fleet as fleet_rows
 from prober.ledger.store import Ledger, PendingEvidence
 from prober.logs import LOGGER_NAME
 from prober.records import Attempt, ClosedMinute
+from prober.runtime import fleet as fleet_runtime
 from prober.runtime.prober import Prober
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
@@ -26,12 +28,12 @@ from .ledger_backends import Backend
 from .runtime_util import BASE, FakeClock
 
 
-def config(backend: Backend, vantage: str, quorum: int = 1):
+def config(backend: Backend, vantage: str, quorum: int = 1, ledger: str = "ledger"):
     closed = free_port()
     text = textwrap.dedent(f"""\
         vantage: {vantage}
         fleet: {{failure_quorum: {quorum}, close_deadline: 20s}}
-        {backend.config_ledger("ledger")}
+        {backend.config_ledger(ledger)}
         targets:
           - name: t
             kind: http
@@ -39,7 +41,7 @@ def config(backend: Backend, vantage: str, quorum: int = 1):
             probes: {{login: {{attempts_per_minute: 1, timeout: 1s}}}}
             sla: {{service_month_anchor: 2026-01-01}}
         """)
-    path = backend.folder / f"{vantage}.yaml"
+    path = backend.folder / f"{vantage}-{ledger}.yaml"
     path.write_text(text)
     return parse_config(text, path, environ={})
 
@@ -143,12 +145,101 @@ def test_two_vantages_make_one_fleet_minute_once_both_closed_it(
     asyncio.run(main())
 
 
-def test_the_closer_closes_the_fleet_minute_as_soon_as_its_own_vantage_wrote_it(
-    backend: Backend, caplog: pytest.LogCaptureFixture
+def _what_a_fleet_of_one_keeps(prober: Prober, minute: int) -> dict[str, object]:
+    """Everything the fleet's close leaves behind: the fleet's and the vantage's rows, the
+    running totals, and what the view shows."""
+    ledger = prober.ledger
+    return {
+        "rows": list(ledger.minute_rows("t")),
+        "vantage": fleet_rows.verdicts_of_minute(ledger, minute),
+        "verdict_totals": ledger.verdict_totals(),
+        "attempt_totals": ledger.attempt_totals(),
+        "shown": (dict(prober.view.verdicts), dict(prober.view.attempts)),
+        "last_closed": prober.view.targets["t"].last_closed,
+        "verified": chain.verify(ledger).ok,
+    }
+
+
+@pytest.mark.parametrize("outcome", [Outcome.FAILURE, Outcome.SUCCESS])
+def test_a_fleet_of_one_writes_the_fleet_minute_before_its_vantage_rows(
+    backend: Backend, caplog: pytest.LogCaptureFixture, outcome: Outcome
 ) -> None:
-    """No waiting for the next second's tick: a fleet of one shows its verdict sooner. The
-    two writes' times are logged at debug."""
+    """The closer that is the minute's only vantage decides the fleet's minute from the
+    verdicts in hand and writes it first, its vantage's rows after (no read of rows just
+    written, no tick to wait for), and leaves exactly what the two steps leave: vantage
+    write, then the closer's tick over the ledger's rows. The writes' times are logged at
+    debug."""
     caplog.set_level(logging.DEBUG, LOGGER_NAME)
+    minute = int(BASE // 60)
+    expected = State.APPARENT_FAILURE if outcome is Outcome.FAILURE else State.AVAILABLE
+
+    async def close_one_minute(ledger: str, shortcut: bool) -> dict[str, object]:
+        clock = FakeClock(BASE + 5)
+        alone = Prober(
+            config(backend, "a", ledger=ledger), backend.open(ledger), clock=clock, fleet=True
+        )
+        if not shortcut:
+            alone.writer.close_first = None  # the two steps: vantage write, then the tick
+        await start(alone)
+        assert alone.fleet is not None
+        await alone.fleet.tick()  # it leads, from the minute it is in
+        await attempt(alone, outcome, BASE + 10)
+        alone.clockwork.timers.clear()
+        alone.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.5
+        await alone.fleet.tick()  # its own vantage has not closed the minute yet
+        assert fleet_row(alone.ledger, minute) is None
+        caplog.clear()
+        await alone.clockwork.close_due()  # the vantage write (and the closer's nudge)
+        if shortcut:  # no tick has run: the writer's hook closed the fleet's minute
+            assert fleet_row(alone.ledger, minute) == (expected, Reason.NONE)
+        await alone.fleet.finish()  # (the tick the nudge began, awaited)
+        assert fleet_row(alone.ledger, minute) == (expected, Reason.NONE)
+        assert alone.fleet.next_close == minute + 1
+        kept = _what_a_fleet_of_one_keeps(alone, minute)
+        logged = {r.getMessage(): r.fields for r in caplog.records if r.levelno == logging.DEBUG}
+        assert logged["minutes written"]["rows"] == 1 and logged["minutes written"]["seconds"] >= 0
+        if shortcut:
+            assert "fleet minute closed" not in logged
+            assert logged["fleet minute closed before its vantage's"]["minute"] == minute_iso(
+                minute
+            )
+            assert logged["fleet minute closed before its vantage's"]["seconds"] >= 0
+        else:
+            assert "fleet minute closed before its vantage's" not in logged
+            assert logged["fleet minute closed"]["minute"] == minute_iso(minute)
+            assert all(logged["fleet minute closed"][f"{step}_seconds"] >= 0 for step in STEPS)
+        await alone.stop()
+        return kept
+
+    async def main() -> None:
+        in_one = await close_one_minute("one", shortcut=True)
+        in_two = await close_one_minute("two", shortcut=False)
+        assert in_one == in_two
+        assert in_one["verified"] is True
+        assert in_one["shown"][0][("t", "")][expected] == 1
+
+    asyncio.run(main())
+
+
+def test_a_fleet_of_one_whose_vantage_rows_fail_after_the_fleet_minute_stores_nothing_twice(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evidence went in with the fleet's minute; the vantage's rows then fail (a full
+    disk, a dropped connection): they are written at the next try, and the attempt is
+    stored and counted once."""
+    from prober.runtime import writer as writer_module
+
+    real = writer_module.write_vantage_minutes
+    refused = []
+
+    def fails_once(ledger, batch, evidence):
+        if not refused:
+            refused.append(len(evidence.attempts))
+            raise OSError("no space left on device")
+        return real(ledger, batch, evidence)
+
+    monkeypatch.setattr(writer_module, "write_vantage_minutes", fails_once)
 
     async def main() -> None:
         clock = FakeClock(BASE + 5)
@@ -156,22 +247,67 @@ def test_the_closer_closes_the_fleet_minute_as_soon_as_its_own_vantage_wrote_it(
         await start(alone)
         assert alone.fleet is not None
         minute = int(BASE // 60)
-        await alone.fleet.tick()  # it leads, from the minute it is in
+        await alone.fleet.tick()  # it leads
         await attempt(alone, Outcome.FAILURE, BASE + 10)
         alone.clockwork.timers.clear()
         alone.clockwork.armed.clear()
         clock.now = (minute + 1) * 60 + 0.5
-        await alone.fleet.tick()  # its own vantage has not closed the minute yet
-        assert alone.stats.fleet_closer == 1 and fleet_row(alone.ledger, minute) is None
-        await alone.clockwork.close_due()  # the vantage write, and with it the nudge
-        await alone.fleet.finish()  # (the tick it began, awaited; no other tick ran)
+        await alone.clockwork.close_due()
+        assert refused == [0]  # the vantage write had no evidence left to store
         assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
-        assert alone.view.verdicts[("t", "")][State.APPARENT_FAILURE] == 1
-        logged = {r.getMessage(): r.fields for r in caplog.records if r.levelno == logging.DEBUG}
-        assert logged["minutes written"]["rows"] == 1 and logged["minutes written"]["seconds"] >= 0
-        assert logged["fleet minute closed"]["minute"] == minute_iso(minute)
-        assert all(logged["fleet minute closed"][f"{step}_seconds"] >= 0 for step in STEPS)
+        assert not alone.writer.ok and alone.writer.unwritten == 1
+        assert fleet_rows.verdicts_of_minute(alone.ledger, minute) == {}
+        await alone.writer.flush()  # the next try
+        assert alone.writer.ok and alone.writer.unwritten == 0
+        mine = fleet_rows.verdicts_of_minute(alone.ledger, minute)[("t", "")]
+        assert [(v.vantage, v.verdict.state) for v in mine] == [("a", State.APPARENT_FAILURE)]
+        assert len(alone.ledger.attempts_in("t", minute, minute + 1)) == 1
+        assert alone.ledger.attempt_totals()[("t", "login")] == {Outcome.FAILURE: 1}
+        assert chain.verify(alone.ledger).ok
         await alone.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("other", ["alive", "decided"])
+def test_a_closer_with_another_vantage_of_the_minute_does_not_close_it_alone(
+    backend: Backend, other: str
+) -> None:
+    """b is alive and has not closed the minute (the closer waits for it), or b closed it
+    and has gone quiet since (the closer counts its verdict): a's vantage write leaves the
+    fleet's minute to the tick, which makes it of both verdicts."""
+
+    async def main() -> None:
+        probers, clock = fleet(backend)
+        a, b = probers["a"], probers["b"]
+        await start(a, b)
+        assert a.fleet is not None
+        minute = int(BASE // 60)
+        await a.fleet.tick()  # a leads
+        await attempt(a, Outcome.FAILURE, BASE + 10)  # a's path is bad
+        await attempt(b, Outcome.SUCCESS, BASE + 12)  # b reaches the service
+        for prober in (a, b):
+            prober.clockwork.timers.clear()
+            prober.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.5
+        if other == "alive":
+            await b.writer.store_evidence(beat=True)
+        else:
+            await b.clockwork.close_due()
+            clock.now += fleet_runtime.ALIVE_WITHIN + 1  # b's last heartbeat is old now
+        await a.clockwork.close_due()
+        assert fleet_row(a.ledger, minute) is None  # alone, a would say apparent_failure
+        assert a.fleet.next_close == minute
+        if other == "alive":
+            await b.clockwork.close_due()
+        await a.fleet.tick()
+        assert fleet_row(a.ledger, minute) == (State.AVAILABLE, Reason.NONE)
+        assert {v.vantage for v in fleet_rows.verdicts_of_minute(a.ledger, minute)[("t", "")]} == {
+            "a",
+            "b",
+        }
+        for p in (a, b):
+            await p.stop()
 
     asyncio.run(main())
 
@@ -198,16 +334,24 @@ def test_a_vantage_that_never_closes_is_waited_for_until_the_deadline(backend: B
     asyncio.run(main())
 
 
-def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(backend: Backend) -> None:
+# leading: a closes the minute in its vantage write (a fleet of one), else at its tick
+@pytest.mark.parametrize("leading", [False, True])
+def test_failures_from_fewer_vantages_than_the_quorum_are_below_quorum(
+    backend: Backend, leading: bool
+) -> None:
     async def main() -> None:
         probers, clock = fleet(backend, quorum=2)
         a = probers["a"]
         await start(a)  # b never runs: only one vantage is alive
+        assert a.fleet is not None
+        if leading:
+            await a.fleet.tick()
         minute = int(BASE // 60)
         await attempt(a, Outcome.FAILURE, BASE + 10)
         clock.now = (minute + 1) * 60 + 5
         await a.clockwork.close_due()
-        assert a.fleet is not None
+        if leading:  # closed with the vantage's minute, before any tick
+            assert fleet_row(a.ledger, minute) == (State.NO_DATA, Reason.BELOW_QUORUM)
         await a.fleet.tick()
         assert fleet_row(a.ledger, minute) == (State.NO_DATA, Reason.BELOW_QUORUM)
         await a.stop()

@@ -9,7 +9,7 @@ PostgreSQL share, as in store.py.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,60 @@ def write_vantage_minutes(
                 [(sid, vantage, code, n) for (sid, code), n in sorted(totals.items())],
             )
     return written
+
+
+def write_fleet_alone(
+    ledger: Ledger,
+    closed: Sequence[ClosedMinute],
+    pending: PendingEvidence,
+    *,
+    fleet_series: Sequence[tuple[str, str]],
+    alive_since: float,
+    decide: Callable[[dict[tuple[str, str], list[VantageVerdict]]], list[ClosedMinute]],
+) -> list[ClosedMinute] | None:
+    """When this vantage is the fleet's only one for the minute of `closed`: the evidence it
+    has not stored yet and the fleet's minutes `decide` makes of its verdicts, in one
+    transaction, before its own rows (`write_vantage_minutes`, next), so the fleet's verdict
+    does not wait for them. Returns the fleet's minutes written.
+
+    Nothing is written (None) when another vantage has a heartbeat since `alive_since` (the
+    closer waits for it) or any vantage has a verdict of the minute (another's: the closer
+    counts it; this one's: a restart, and the closer reads what the ledger holds). Should
+    the prober die before its own rows, the minute is one it stored attempts of and did not
+    close: at restart it is decided again from them, as after any crash inside a close."""
+    vantage = pending.vantage
+    minutes = {item.minute for item in closed}
+    if len(minutes) != 1:
+        raise ValueError("write_fleet_alone writes the fleet's minutes of exactly one minute")
+    minute = minutes.pop()
+    with ledger._transaction() as tx:
+        tx.prepare_chains(
+            tx.pending_chains(pending.attempts, pending.rounds)
+            + [("minutes", ledger._series_id(t, p), "") for t, p in fleet_series]
+        )
+        if _not_alone(ledger, vantage, minute, alive_since):
+            return None
+        tx.insert_pending(pending.attempts, pending.rounds)
+        tx.heartbeat(vantage, pending.seen_at, None)
+        if any(item.network_failed for item in closed):
+            # as the vantage write does: the minute's failures were this prober's own
+            tx.reclassify_network_failures(minute, vantage)
+        seen = {
+            (item.target, probe): [VantageVerdict(vantage, verdict, counts)]
+            for item in closed
+            for probe, verdict, counts in _rows_of(item)
+        }
+        return ledger.write_minutes_in(tx, decide(seen))
+
+
+def _not_alone(ledger: Ledger, vantage: str, minute: int, alive_since: float) -> bool:
+    """Another vantage alive since `alive_since`, or any with a verdict of `minute` (indexed)."""
+    row = ledger._db.execute(
+        "SELECT EXISTS (SELECT 1 FROM vantages WHERE name <> ? AND last_seen >= ?) "
+        "OR EXISTS (SELECT 1 FROM vantage_minutes WHERE minute = ?)",
+        (vantage, alive_since, minute),
+    ).fetchone()
+    return bool(row[0])
 
 
 Totals = Counter[tuple[int, int]]  # (series id, state code): verdicts added

@@ -272,50 +272,65 @@ class Ledger:
         are stored with it (imports, tools, tests). A minute whose network check failed
         turns its vantage's stored failures into prober_fault, as the verdict did."""
         closed = list(closed)  # read more than once below: a generator would be spent
+        with self._transaction() as tx:
+            tx.prepare_chains(self.minute_chains(tx, closed, pending))
+            return self.write_minutes_in(tx, closed, pending)
+
+    def minute_chains(
+        self, tx: _Transaction, closed: Sequence[ClosedMinute], pending: PendingEvidence | None
+    ) -> list[tuple[str, int, str]]:
+        """Every chain a write of `closed` may extend, to be locked at once (one order for
+        all writers, so two never deadlock)."""
+        chains = [
+            ("minutes", self._series_id(item.target, probe), "")
+            for item in closed
+            for probe in (TARGET_LEVEL, *item.probes)
+        ]
+        if pending is None:
+            chains += tx.attempt_chains(a for item in closed for a in item.attempts)
+        else:
+            chains += tx.pending_chains(pending.attempts, pending.rounds)
+        return chains
+
+    def write_minutes_in(
+        self,
+        tx: _Transaction,
+        closed: Sequence[ClosedMinute],
+        pending: PendingEvidence | None = None,
+    ) -> list[ClosedMinute]:
+        """write_minutes inside a transaction already open, its chains prepared."""
         written: list[ClosedMinute] = []
         moved: set[int] = set()  # minutes whose failures were made prober faults
-        with self._transaction() as tx:
-            # Every chain this transaction may extend, locked at once (one order for all).
-            chains = [
-                ("minutes", self._series_id(item.target, probe), "")
-                for item in closed
-                for probe in (TARGET_LEVEL, *item.probes)
-            ]
-            if pending is None:
-                chains += tx.attempt_chains(a for item in closed for a in item.attempts)
-            else:
-                chains += tx.pending_chains(pending.attempts, pending.rounds)
-            tx.prepare_chains(chains)
-            if pending is not None:
-                tx.insert_pending(pending.attempts, pending.rounds)
-                newest = max((item.minute for item in closed), default=None)
-                tx.heartbeat(pending.vantage, pending.seen_at, newest)
-            # The target-level rows first, in one statement: which minutes are new.
-            keyed = [(self._series_id(item.target), item) for item in closed]
-            new = tx.insert_minutes([(sid, i.minute, i.verdict, i.counts) for sid, i in keyed])
-            probe_rows: list[tuple[int, int, Verdict, OutcomeCounts]] = []
-            attempt_rows: list[tuple] = []
-            for sid, item in keyed:
-                if (sid, item.minute) not in new:
-                    continue
-                new.discard((sid, item.minute))  # the same minute twice in a batch: once
-                written.append(item)
-                for probe, (verdict, counts) in item.probes.items():
-                    psid = self._series_id(item.target, probe)
-                    probe_rows.append((psid, item.minute, verdict, counts))
-                    if not item.attempts:
-                        # a fleet's minute: its vantages' summed counts are its attempts
-                        tx.count_outcomes(psid, counts)
-                for attempt in item.attempts:
-                    asid = self._series_id(item.target, attempt.probe)
-                    if pending is None:
-                        attempt_rows.append(_attempt_row(asid, attempt))
-                    tx.count_attempt(asid, attempt)
-                if pending is not None and item.network_failed and item.minute not in moved:
-                    moved.add(item.minute)
-                    tx.reclassify_network_failures(item.minute, pending.vantage)
-            tx.insert_minutes(probe_rows)
-            tx.insert_attempt_rows(attempt_rows)
+        if pending is not None:
+            tx.insert_pending(pending.attempts, pending.rounds)
+            newest = max((item.minute for item in closed), default=None)
+            tx.heartbeat(pending.vantage, pending.seen_at, newest)
+        # The target-level rows first, in one statement: which minutes are new.
+        keyed = [(self._series_id(item.target), item) for item in closed]
+        new = tx.insert_minutes([(sid, i.minute, i.verdict, i.counts) for sid, i in keyed])
+        probe_rows: list[tuple[int, int, Verdict, OutcomeCounts]] = []
+        attempt_rows: list[tuple] = []
+        for sid, item in keyed:
+            if (sid, item.minute) not in new:
+                continue
+            new.discard((sid, item.minute))  # the same minute twice in a batch: once
+            written.append(item)
+            for probe, (verdict, counts) in item.probes.items():
+                psid = self._series_id(item.target, probe)
+                probe_rows.append((psid, item.minute, verdict, counts))
+                if not item.attempts:
+                    # a fleet's minute: its vantages' summed counts are its attempts
+                    tx.count_outcomes(psid, counts)
+            for attempt in item.attempts:
+                asid = self._series_id(item.target, attempt.probe)
+                if pending is None:
+                    attempt_rows.append(_attempt_row(asid, attempt))
+                tx.count_attempt(asid, attempt)
+            if pending is not None and item.network_failed and item.minute not in moved:
+                moved.add(item.minute)
+                tx.reclassify_network_failures(item.minute, pending.vantage)
+        tx.insert_minutes(probe_rows)
+        tx.insert_attempt_rows(attempt_rows)
         return written
 
     def record_gap(

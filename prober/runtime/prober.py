@@ -103,6 +103,7 @@ class Prober:
                 close_delay=lambda: self.close_delay,
             )
             self.writer.after_vantage_write = self.fleet.nudge
+            self.writer.close_first = self.fleet.close_first
 
     @property
     def config(self) -> Config:

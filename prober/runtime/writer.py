@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from ..config.models import TargetBase
@@ -63,6 +63,9 @@ async def in_chunks(items: Sequence[Item]) -> AsyncIterator[Sequence[Item]]:
 
 
 VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
+# The fleet closer's shortcut for a fleet of one (runtime/fleet.py): True when it has
+# written the evidence and the fleet's minutes, the vantage's own rows left to write.
+CloseFirst = Callable[[list[ClosedMinute], PendingEvidence], Awaitable[bool]]
 
 
 class MinuteWriter:
@@ -93,6 +96,7 @@ class MinuteWriter:
         self.verdict_of_missed = verdict_of_missed
         self.narrator = Narrator()
         self.after_vantage_write: Callable[[], None] = lambda: None  # the fleet closer's nudge
+        self.close_first: CloseFirst | None = None
         self.pending: list[list[ClosedMinute]] = []
         # target → (probes, first, end): minutes nobody kept, recorded once writes work
         self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -227,10 +231,9 @@ class MinuteWriter:
         written: list[ClosedMinute] = []
         if batch:
             evidence = self._take_evidence()
-            write = self._write_vantage_minutes if self.as_vantage else self.ledger.write_minutes
             began = time.monotonic()
             try:
-                written = await asyncio.to_thread(write, batch, evidence)
+                written = await self._write(batch, evidence)
             except WRITE_ERRORS as exc:
                 self._give_back(evidence)
                 self._write_failed(exc)
@@ -263,10 +266,19 @@ class MinuteWriter:
             except WRITE_ERRORS as exc:
                 self._write_failed(exc)
 
-    def _write_vantage_minutes(
+    async def _write(
         self, batch: list[ClosedMinute], evidence: PendingEvidence
     ) -> list[ClosedMinute]:
-        return write_vantage_minutes(self.ledger, batch, evidence)
+        if not self.as_vantage:
+            return await asyncio.to_thread(self.ledger.write_minutes, batch, evidence)
+        if self.close_first is not None and await self.close_first(batch, evidence):
+            # Stored with the fleet's minutes: should the vantage's rows fail now, none of
+            # it is given back (it would be stored twice).
+            stored = PendingEvidence(self.vantage, seen_at=evidence.seen_at)
+            evidence.attempts.clear()
+            evidence.rounds.clear()
+            evidence = stored
+        return await asyncio.to_thread(write_vantage_minutes, self.ledger, batch, evidence)
 
     def _write_failed(self, exc: Exception) -> None:
         self.stats.ledger_write_errors += 1

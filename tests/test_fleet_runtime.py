@@ -257,6 +257,7 @@ def test_a_fleet_of_one_whose_vantage_rows_fail_after_the_fleet_minute_stores_no
         assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
         assert not alone.writer.ok and alone.writer.unwritten == 1
         assert fleet_rows.verdicts_of_minute(alone.ledger, minute) == {}
+        assert chain.verify(alone.ledger).ok  # the fleet's counts are its stored attempts'
         await alone.writer.flush()  # the next try
         assert alone.writer.ok and alone.writer.unwritten == 0
         mine = fleet_rows.verdicts_of_minute(alone.ledger, minute)[("t", "")]

@@ -270,6 +270,71 @@ def test_a_fleet_of_one_whose_vantage_rows_fail_after_the_fleet_minute_stores_no
     asyncio.run(main())
 
 
+def test_a_fleet_of_one_takes_the_shortcut_when_its_tick_runs_on_the_same_second(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet's job and the close run on the same whole second: the close waits for the
+    tick under way, then writes the fleet's minute first all the same."""
+    caplog.set_level(logging.DEBUG, LOGGER_NAME)
+
+    async def main() -> None:
+        clock = FakeClock(BASE + 5)
+        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
+        await start(alone)
+        assert alone.fleet is not None
+        minute = int(BASE // 60)
+        await alone.fleet.tick()  # it leads
+        await attempt(alone, Outcome.FAILURE, BASE + 10)
+        alone.clockwork.timers.clear()
+        alone.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.02
+        caplog.clear()
+        await asyncio.gather(alone.fleet.tick(), alone.clockwork.close_due())
+        messages = [r.getMessage() for r in caplog.records]
+        assert "fleet minute closed before its vantage's" in messages
+        assert "fleet minute closed" not in messages
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        await alone.stop()
+
+    asyncio.run(main())
+
+
+def test_a_failed_fleet_write_of_a_fleet_of_one_gives_up_the_closers_role(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a failed tick: a lost connection took the lease with it, so the prober
+    tries for it afresh; the minutes wait in the writer."""
+
+    def refused(*_args, **_kwargs):
+        raise OSError("connection lost")
+
+    async def main() -> None:
+        clock = FakeClock(BASE + 5)
+        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
+        await start(alone)
+        assert alone.fleet is not None
+        minute = int(BASE // 60)
+        await alone.fleet.tick()
+        assert alone.fleet.leading and alone.stats.fleet_closer == 1
+        await attempt(alone, Outcome.FAILURE, BASE + 10)
+        alone.clockwork.timers.clear()
+        alone.clockwork.armed.clear()
+        clock.now = (minute + 1) * 60 + 0.5
+        monkeypatch.setattr(fleet_rows, "write_fleet_alone", refused)
+        await alone.clockwork.close_due()
+        assert not alone.fleet.leading and alone.stats.fleet_closer == 0
+        assert not alone.writer.ok and alone.writer.unwritten == 1
+        assert fleet_row(alone.ledger, minute) is None
+        monkeypatch.undo()
+        await alone.writer.flush()  # not leading: the vantage write alone
+        await alone.fleet.tick()  # leads again, and closes the minute from the ledger
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        assert len(alone.ledger.attempts_in("t", minute, minute + 1)) == 1
+        await alone.stop()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("other", ["alive", "decided"])
 def test_a_closer_with_another_vantage_of_the_minute_does_not_close_it_alone(
     backend: Backend, other: str

@@ -113,12 +113,14 @@ def write_fleet_alone(
         raise ValueError("write_fleet_alone writes the fleet's minutes of exactly one minute")
     minute = minutes.pop()
     with ledger._transaction() as tx:
+        # Before the fleet's chains are locked: with other vantages about, the vantage
+        # write must not wait on a lock it does not need (an import holding the minutes').
+        if _not_alone(ledger, vantage, minute, alive_since):
+            return None
         tx.prepare_chains(
             tx.pending_chains(pending.attempts, pending.rounds)
             + [("minutes", ledger._series_id(t, p), "") for t, p in fleet_series]
         )
-        if _not_alone(ledger, vantage, minute, alive_since):
-            return None
         tx.insert_pending(pending.attempts, pending.rounds)
         tx.heartbeat(vantage, pending.seen_at, None)
         if any(item.network_failed for item in closed):

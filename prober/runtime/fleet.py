@@ -143,25 +143,33 @@ class FleetCloser:
         if (
             self._stopped
             or not self.leading
-            or self._one_tick.locked()  # a tick is closing: it closes this minute too
             or any(item.minute != minute for item in batch)
             or now < (minute + 1) * 60
         ):
             return False
+        # A tick under way (the fleet's job runs on the same second as the close) ends
+        # first; it cannot close this minute, whose vantage rows are not written yet, but
+        # for its deadline, which the check below sees.
         async with self._one_tick:
-            if not self.leading or self.next_close != minute:
+            if self._stopped or not self.leading or self.next_close != minute:
                 return False
             targets = list(self.targets())
             began = time.monotonic()
-            written = await asyncio.to_thread(
-                fleet_rows.write_fleet_alone,
-                self.ledger,
-                batch,
-                evidence,
-                fleet_series=[(t.name, p) for t in targets for p in ("", *t.probes)],
-                alive_since=now - ALIVE_WITHIN,
-                decide=lambda rows: self.decide(minute, rows, targets),
-            )
+            try:
+                written = await asyncio.to_thread(
+                    fleet_rows.write_fleet_alone,
+                    self.ledger,
+                    batch,
+                    evidence,
+                    fleet_series=[(t.name, p) for t in targets for p in ("", *t.probes)],
+                    alive_since=now - ALIVE_WITHIN,
+                    decide=lambda rows: self.decide(minute, rows, targets),
+                )
+            except WRITE_ERRORS:
+                # as a failed tick: a lost connection took the lease with it
+                self.leading = False
+                self.stats.fleet_closer = 0
+                raise
             if written is None:
                 return False  # the vantage write, then the tick, as for several vantages
             event(

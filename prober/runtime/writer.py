@@ -231,9 +231,9 @@ class MinuteWriter:
         written: list[ClosedMinute] = []
         if batch:
             evidence = self._take_evidence()
-            began = time.monotonic()
+            attempts = len(evidence.attempts)
             try:
-                written = await self._write(batch, evidence)
+                written, began = await self._write(batch, evidence)
             except WRITE_ERRORS as exc:
                 self._give_back(evidence)
                 self._write_failed(exc)
@@ -243,7 +243,7 @@ class MinuteWriter:
                 logging.DEBUG,
                 "minutes written",
                 rows=len(batch),
-                attempts=len(evidence.attempts),
+                attempts=attempts,
                 seconds=round(time.monotonic() - began, 3),
             )
         if not self.ok:
@@ -268,9 +268,12 @@ class MinuteWriter:
 
     async def _write(
         self, batch: list[ClosedMinute], evidence: PendingEvidence
-    ) -> list[ClosedMinute]:
+    ) -> tuple[list[ClosedMinute], float]:
+        """The minutes written, and when their own write began (in a fleet of one, after
+        the fleet's, which logs its own time)."""
         if not self.as_vantage:
-            return await asyncio.to_thread(self.ledger.write_minutes, batch, evidence)
+            began = time.monotonic()
+            return await asyncio.to_thread(self.ledger.write_minutes, batch, evidence), began
         if self.close_first is not None and await self.close_first(batch, evidence):
             # Stored with the fleet's minutes: should the vantage's rows fail now, none of
             # it is given back (it would be stored twice).
@@ -278,7 +281,8 @@ class MinuteWriter:
             evidence.attempts.clear()
             evidence.rounds.clear()
             evidence = stored
-        return await asyncio.to_thread(write_vantage_minutes, self.ledger, batch, evidence)
+        began = time.monotonic()
+        return await asyncio.to_thread(write_vantage_minutes, self.ledger, batch, evidence), began
 
     def _write_failed(self, exc: Exception) -> None:
         self.stats.ledger_write_errors += 1

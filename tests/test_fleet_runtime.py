@@ -72,6 +72,31 @@ async def attempt(prober: Prober, outcome: Outcome, at: float) -> None:
     )
 
 
+async def leading_alone(
+    backend: Backend,
+    outcome: Outcome = Outcome.FAILURE,
+    ledger: str = "ledger",
+    shortcut: bool = True,
+) -> tuple[Prober, FakeClock, int]:
+    """Vantage `a` on its own and the fleet's closer, with one attempt (`outcome`) in the
+    minute it started in and nothing of that minute left to run; returns that minute.
+    `shortcut=False`: without the fleet-of-one write (vantage write, then the tick)."""
+    clock = FakeClock(BASE + 5)
+    alone = Prober(
+        config(backend, "a", ledger=ledger), backend.open(ledger), clock=clock, fleet=True
+    )
+    if not shortcut:
+        alone.writer.close_first = None
+    await start(alone)
+    assert alone.fleet is not None
+    await alone.fleet.tick()  # it leads, from the minute it is in
+    assert alone.fleet.leading and alone.stats.fleet_closer == 1
+    await attempt(alone, outcome, BASE + 10)
+    alone.clockwork.timers.clear()
+    alone.clockwork.armed.clear()
+    return alone, clock, int(BASE // 60)
+
+
 STEPS = ("read", "decide", "write")  # the fleet close's, as logged
 
 
@@ -174,18 +199,8 @@ def test_a_fleet_of_one_writes_the_fleet_minute_before_its_vantage_rows(
     expected = State.APPARENT_FAILURE if outcome is Outcome.FAILURE else State.AVAILABLE
 
     async def close_one_minute(ledger: str, shortcut: bool) -> dict[str, object]:
-        clock = FakeClock(BASE + 5)
-        alone = Prober(
-            config(backend, "a", ledger=ledger), backend.open(ledger), clock=clock, fleet=True
-        )
-        if not shortcut:
-            alone.writer.close_first = None  # the two steps: vantage write, then the tick
-        await start(alone)
+        alone, clock, _ = await leading_alone(backend, outcome, ledger, shortcut)
         assert alone.fleet is not None
-        await alone.fleet.tick()  # it leads, from the minute it is in
-        await attempt(alone, outcome, BASE + 10)
-        alone.clockwork.timers.clear()
-        alone.clockwork.armed.clear()
         clock.now = (minute + 1) * 60 + 0.5
         await alone.fleet.tick()  # its own vantage has not closed the minute yet
         assert fleet_row(alone.ledger, minute) is None
@@ -242,15 +257,7 @@ def test_a_fleet_of_one_whose_vantage_rows_fail_after_the_fleet_minute_stores_no
     monkeypatch.setattr(writer_module, "write_vantage_minutes", fails_once)
 
     async def main() -> None:
-        clock = FakeClock(BASE + 5)
-        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
-        await start(alone)
-        assert alone.fleet is not None
-        minute = int(BASE // 60)
-        await alone.fleet.tick()  # it leads
-        await attempt(alone, Outcome.FAILURE, BASE + 10)
-        alone.clockwork.timers.clear()
-        alone.clockwork.armed.clear()
+        alone, clock, minute = await leading_alone(backend)
         clock.now = (minute + 1) * 60 + 0.5
         await alone.clockwork.close_due()
         assert refused == [0]  # the vantage write had no evidence left to store
@@ -278,15 +285,8 @@ def test_a_fleet_of_one_takes_the_shortcut_when_its_tick_runs_on_the_same_second
     caplog.set_level(logging.DEBUG, LOGGER_NAME)
 
     async def main() -> None:
-        clock = FakeClock(BASE + 5)
-        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
-        await start(alone)
+        alone, clock, minute = await leading_alone(backend)
         assert alone.fleet is not None
-        minute = int(BASE // 60)
-        await alone.fleet.tick()  # it leads
-        await attempt(alone, Outcome.FAILURE, BASE + 10)
-        alone.clockwork.timers.clear()
-        alone.clockwork.armed.clear()
         clock.now = (minute + 1) * 60 + 0.02
         caplog.clear()
         await asyncio.gather(alone.fleet.tick(), alone.clockwork.close_due())
@@ -309,16 +309,8 @@ def test_a_failed_fleet_write_of_a_fleet_of_one_gives_up_the_closers_role(
         raise OSError("connection lost")
 
     async def main() -> None:
-        clock = FakeClock(BASE + 5)
-        alone = Prober(config(backend, "a"), backend.open("ledger"), clock=clock, fleet=True)
-        await start(alone)
+        alone, clock, minute = await leading_alone(backend)
         assert alone.fleet is not None
-        minute = int(BASE // 60)
-        await alone.fleet.tick()
-        assert alone.fleet.leading and alone.stats.fleet_closer == 1
-        await attempt(alone, Outcome.FAILURE, BASE + 10)
-        alone.clockwork.timers.clear()
-        alone.clockwork.armed.clear()
         clock.now = (minute + 1) * 60 + 0.5
         monkeypatch.setattr(fleet_rows, "write_fleet_alone", refused)
         await alone.clockwork.close_due()

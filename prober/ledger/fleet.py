@@ -90,17 +90,17 @@ def write_vantage_minutes(
 
 def write_fleet_alone(
     ledger: Ledger,
+    minute: int,
     closed: Sequence[ClosedMinute],
     pending: PendingEvidence,
     *,
-    fleet_series: Sequence[tuple[str, str]],
     alive_since: float,
     decide: Callable[[dict[tuple[str, str], list[VantageVerdict]]], list[ClosedMinute]],
 ) -> list[ClosedMinute] | None:
-    """When this vantage is the fleet's only one for the minute of `closed`: the evidence it
-    has not stored yet and the fleet's minutes `decide` makes of its verdicts, in one
-    transaction, before its own rows (`write_vantage_minutes`, next), so the fleet's verdict
-    does not wait for them. Returns the fleet's minutes written.
+    """When this vantage is the fleet's only one for `minute` (of which `closed` are its
+    verdicts): the evidence it has not stored yet and the fleet's minutes `decide` makes of
+    its verdicts, in one transaction, before its own rows (`write_vantage_minutes`, next),
+    so the fleet's verdict does not wait for them. Returns the fleet's minutes written.
 
     Nothing is written (None) when another vantage has a heartbeat since `alive_since` (the
     closer waits for it) or any vantage has a verdict of the minute (another's: the closer
@@ -108,30 +108,26 @@ def write_fleet_alone(
     the prober die before its own rows, the minute is one it stored attempts of and did not
     close: at restart it is decided again from them, as after any crash inside a close."""
     vantage = pending.vantage
-    minutes = {item.minute for item in closed}
-    if len(minutes) != 1:
-        raise ValueError("write_fleet_alone writes the fleet's minutes of exactly one minute")
-    minute = minutes.pop()
     with ledger._transaction() as tx:
-        # Before the fleet's chains are locked: with other vantages about, the vantage
-        # write must not wait on a lock it does not need (an import holding the minutes').
+        # Before any chain is locked: with other vantages about, the vantage write must not
+        # wait on a lock it does not need (an import holding the minutes').
         if _not_alone(ledger, vantage, minute, alive_since):
             return None
-        tx.prepare_chains(
-            tx.pending_chains(pending.attempts, pending.rounds)
-            + [("minutes", ledger._series_id(t, p), "") for t, p in fleet_series]
+        fleet = decide(
+            {
+                (item.target, probe): [VantageVerdict(vantage, verdict, counts)]
+                for item in closed
+                for probe, verdict, counts in _rows_of(item)
+            }
         )
+        tx.prepare_chains(ledger.minute_chains(tx, fleet, pending))
+        # the evidence as store_evidence stores it: the heartbeat says nothing closed yet
         tx.insert_pending(pending.attempts, pending.rounds)
         tx.heartbeat(vantage, pending.seen_at, None)
         if any(item.network_failed for item in closed):
             # as the vantage write does: the minute's failures were this prober's own
             tx.reclassify_network_failures(minute, vantage)
-        seen = {
-            (item.target, probe): [VantageVerdict(vantage, verdict, counts)]
-            for item in closed
-            for probe, verdict, counts in _rows_of(item)
-        }
-        return ledger.write_minutes_in(tx, decide(seen))
+        return ledger.write_minutes_in(tx, fleet)
 
 
 def _not_alone(ledger: Ledger, vantage: str, minute: int, alive_since: float) -> bool:

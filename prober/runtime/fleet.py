@@ -88,8 +88,7 @@ class FleetCloser:
         try:
             await self.tick()
         except WRITE_ERRORS as exc:
-            self.leading = False  # take over afresh once the ledger answers
-            self.stats.fleet_closer = 0
+            self._step_down()
             event(logging.WARNING, "fleet closing failed; trying again", error=str(exc))
 
     async def tick(self) -> None:
@@ -159,16 +158,14 @@ class FleetCloser:
                 written = await asyncio.to_thread(
                     fleet_rows.write_fleet_alone,
                     self.ledger,
+                    minute,
                     batch,
                     evidence,
-                    fleet_series=[(t.name, p) for t in targets for p in ("", *t.probes)],
                     alive_since=now - ALIVE_WITHIN,
                     decide=lambda rows: self.decide(minute, rows, targets),
                 )
             except WRITE_ERRORS:
-                # as a failed tick: a lost connection took the lease with it
-                self.leading = False
-                self.stats.fleet_closer = 0
+                self._step_down()  # as a failed tick
                 raise
             if written is None:
                 return False  # the vantage write, then the tick, as for several vantages
@@ -178,10 +175,23 @@ class FleetCloser:
                 minute=minute_iso(minute),
                 seconds=round(time.monotonic() - began, 3),
             )
-            async for chunk in in_chunks(written):
-                self.view.apply(chunk)
-            self.next_close += 1
+            await self._closed(written)
             return True
+
+    def _step_down(self) -> None:
+        """A write failed: a lost connection took the lease with it, so take over afresh
+        once the ledger answers."""
+        self.leading = False
+        self.stats.fleet_closer = 0
+
+    async def _closed(self, written: list[ClosedMinute]) -> None:
+        """The fleet minute `next_close` is in the ledger: into the view, and on to the next.
+        (The fleet's minutes carry the vantages' summed counts: attempt totals, in the ledger
+        and in the view, count those; a vantage row written after the deadline is kept as
+        evidence but counts nowhere, like an attempt after its minute.)"""
+        async for chunk in in_chunks(written):
+            self.view.apply(chunk)
+        self.next_close += 1
 
     def _closable(self, minute: int, now: float, seen: list[fleet_rows.VantageSeen]) -> bool:
         if now < (minute + 1) * 60:
@@ -218,12 +228,7 @@ class FleetCloser:
                 decide_seconds=round(made - read, 3),
                 write_seconds=round(time.monotonic() - made, 3),
             )
-            # The fleet's minutes carry the vantages' summed counts: attempt totals, in the
-            # ledger and in the view, count those (a vantage row written after the deadline
-            # is kept as evidence but counts nowhere, like an attempt after its minute).
-            async for chunk in in_chunks(written):
-                self.view.apply(chunk)
-            self.next_close += 1
+            await self._closed(written)
 
     def decide(
         self,

@@ -233,7 +233,10 @@ class MinuteWriter:
             evidence = self._take_evidence()
             attempts = len(evidence.attempts)
             try:
-                written, began = await self._write(batch, evidence)
+                # (once the fleet's minutes took the evidence, a failure gives back none)
+                evidence = await self._fleet_first(batch, evidence)
+                began = time.monotonic()
+                written = await asyncio.to_thread(self._write_minutes, batch, evidence)
             except WRITE_ERRORS as exc:
                 self._give_back(evidence)
                 self._write_failed(exc)
@@ -266,23 +269,21 @@ class MinuteWriter:
             except WRITE_ERRORS as exc:
                 self._write_failed(exc)
 
-    async def _write(
+    async def _fleet_first(
         self, batch: list[ClosedMinute], evidence: PendingEvidence
-    ) -> tuple[list[ClosedMinute], float]:
-        """The minutes written, and when their own write began (in a fleet of one, after
-        the fleet's, which logs its own time)."""
-        if not self.as_vantage:
-            began = time.monotonic()
-            return await asyncio.to_thread(self.ledger.write_minutes, batch, evidence), began
+    ) -> PendingEvidence:
+        """In a fleet of one, the fleet's minutes go first, with the evidence (the closer's
+        `close_first`): returns the evidence left for the minutes' own write."""
         if self.close_first is not None and await self.close_first(batch, evidence):
-            # Stored with the fleet's minutes: should the vantage's rows fail now, none of
-            # it is given back (it would be stored twice).
-            stored = PendingEvidence(self.vantage, seen_at=evidence.seen_at)
-            evidence.attempts.clear()
-            evidence.rounds.clear()
-            evidence = stored
-        began = time.monotonic()
-        return await asyncio.to_thread(write_vantage_minutes, self.ledger, batch, evidence), began
+            return PendingEvidence(self.vantage, seen_at=evidence.seen_at)
+        return evidence
+
+    def _write_minutes(
+        self, batch: list[ClosedMinute], evidence: PendingEvidence
+    ) -> list[ClosedMinute]:
+        if self.as_vantage:
+            return write_vantage_minutes(self.ledger, batch, evidence)
+        return self.ledger.write_minutes(batch, evidence)
 
     def _write_failed(self, exc: Exception) -> None:
         self.stats.ledger_write_errors += 1

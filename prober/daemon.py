@@ -191,7 +191,12 @@ class Daemon:
         view = LedgerView()
         exposition = Exposition(view, self.stats, __version__)
         self.prober = prober = Prober(
-            config, ledger, view=view, stats=self.stats, on_targets=exposition.configure
+            config,
+            ledger,
+            view=view,
+            stats=self.stats,
+            on_targets=exposition.configure,
+            show=exposition.show,
         )
         loop = asyncio.get_running_loop()
         await prober.start()

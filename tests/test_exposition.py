@@ -6,6 +6,7 @@ minute closes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import textwrap
 from datetime import date
@@ -21,6 +22,7 @@ from prober.expose import metrics
 from prober.expose.metrics import Exposition, TargetInfo
 from prober.ledger.store import Ledger
 from prober.ledger.view import LedgerView
+from prober.logs import LOGGER_NAME
 from prober.records import Attempt, ClosedMinute
 from prober.runtime.plan import Planned
 from prober.runtime.prober import Prober
@@ -278,6 +280,65 @@ def test_a_scrape_during_the_ledger_render_after_a_close_gets_the_previous_one_a
             assert available_minutes(await scrape(), "t1000") == 0
         finally:
             ready.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_close_the_runtime_puts_in_the_view_is_rendered_at_once_and_served(
+    tmp_path: Path, caplog
+) -> None:
+    """keep_ready renders the ledger families once the view has stopped changing, a quarter
+    to half a second after a close; the runtime's `show` starts that render as soon as the
+    close is in the view, and the next scrape serves it (no keep_ready runs here). The
+    render's time is logged at debug."""
+    caplog.set_level(logging.DEBUG, LOGGER_NAME)
+    closed_port = free_port()
+    text = textwrap.dedent(f"""\
+        ledger: {{path: ledger.sqlite3}}
+        targets:
+          - name: t
+            kind: http
+            http: {{probes: {{login: [{{url: "http://127.0.0.1:{closed_port}/"}}]}}}}
+            probes: {{login: {{attempts_per_minute: 1, timeout: 1s}}}}
+            sla: {{service_month_anchor: 2026-01-01}}
+        """)
+    config = parse_config(text, tmp_path / "config.yaml")
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    view, stats = LedgerView(), RuntimeStats()
+    shown = Exposition(view, stats, "test")
+    clock = FakeClock(BASE + 5)
+    prober = Prober(config, ledger, clock=clock, view=view, stats=stats,
+                    on_targets=shown.configure, show=shown.show)  # fmt: skip
+
+    def no_data_minutes(scraped: list[bytes]) -> float:
+        [family] = [
+            f for f in parse_text(b"".join(scraped).decode()) if f.name == "im_minute_verdicts"
+        ]
+        (value,) = [
+            s.value
+            for s in family.samples
+            if s.labels == {"target": "t", "state": "no_data"} and s.name.endswith("_total")
+        ]
+        return value
+
+    async def main() -> None:
+        await prober.start()
+        try:
+            minute = int(BASE // 60)
+            assert no_data_minutes(await shown.render_pieces(clock.now)) == 0
+            clock.now = (minute + 2) * 60 + 10  # two minutes ended, nothing attempted
+            caplog.clear()
+            await prober.clockwork.close_due()
+            for _ in range(10_000):
+                if any(r.getMessage() == "ledger families rendered" for r in caplog.records):
+                    break
+                await asyncio.sleep(0)
+            assert no_data_minutes(await shown.render_pieces(clock.now)) == 2
+            [logged] = [r for r in caplog.records if r.getMessage() == "ledger families rendered"]
+            assert logged.fields["targets"] == 1 and logged.fields["seconds"] >= 0
+        finally:
+            await prober.stop()
+            ledger.close()
 
     asyncio.run(main())
 

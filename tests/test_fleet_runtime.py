@@ -21,6 +21,7 @@ from prober.logs import LOGGER_NAME
 from prober.records import Attempt, ClosedMinute
 from prober.runtime import fleet as fleet_runtime
 from prober.runtime.prober import Prober
+from prober.runtime.writer import Show
 from prober.sla import Outcome, OutcomeCounts, Reason, State, Verdict, minute_iso
 
 from .chat_app import free_port
@@ -77,13 +78,19 @@ async def leading_alone(
     outcome: Outcome = Outcome.FAILURE,
     ledger: str = "ledger",
     shortcut: bool = True,
+    show: Show | None = None,
 ) -> tuple[Prober, FakeClock, int]:
     """Vantage `a` on its own and the fleet's closer, with one attempt (`outcome`) in the
     minute it started in and nothing of that minute left to run; returns that minute.
-    `shortcut=False`: without the fleet-of-one write (vantage write, then the tick)."""
+    `shortcut=False`: without the fleet-of-one write (vantage write, then the tick);
+    `show`: the exposition's, as the daemon hands it in."""
     clock = FakeClock(BASE + 5)
     alone = Prober(
-        config(backend, "a", ledger=ledger), backend.open(ledger), clock=clock, fleet=True
+        config(backend, "a", ledger=ledger),
+        backend.open(ledger),
+        clock=clock,
+        fleet=True,
+        show=show,
     )
     if not shortcut:
         alone.writer.close_first = None
@@ -294,6 +301,108 @@ def test_a_fleet_of_one_takes_the_shortcut_when_its_tick_runs_on_the_same_second
         assert "fleet minute closed before its vantage's" in messages
         assert "fleet minute closed" not in messages
         assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        await alone.stop()
+
+    asyncio.run(main())
+
+
+def failed_minutes_shown(scraped: list[bytes]) -> float:
+    """t's fleet minutes that /metrics counts as apparent failures."""
+    [family] = [f for f in parse_text(b"".join(scraped).decode()) if f.name == "im_minute_verdicts"]
+    return sum(
+        s.value
+        for s in family.samples
+        if s.labels == {"target": "t", "state": "apparent_failure"} and s.name.endswith("_total")
+    )
+
+
+def test_a_fleet_of_one_shows_the_fleet_minute_before_it_writes_its_vantage_rows(
+    backend: Backend,
+) -> None:
+    """The render of the fleet's minute for /metrics and the vantage write are both Python
+    on one GIL: the vantage rows wait until the minute is shown (no keep_ready running here:
+    the closer's `show` rendered it). The render is made to take 0.2 s longer, far more
+    than the vantage write of one target."""
+    shown: list[Exposition] = []
+    when_shown: list[dict] = []
+
+    def show(now: float) -> asyncio.Task[None]:
+        async def slowly() -> None:
+            await shown[0].show(now)
+            await asyncio.sleep(0.2)
+            when_shown.append(fleet_rows.verdicts_of_minute(alone.ledger, minute))
+
+        return asyncio.get_running_loop().create_task(slowly())
+
+    async def main() -> None:
+        nonlocal alone, minute
+        alone, clock, minute = await leading_alone(backend, show=show)
+        shown.append(Exposition(alone.view, alone.stats, "test"))
+        shown[0].configure(alone.config.targets)
+        now = (minute + 1) * 60 + 0.5
+        assert failed_minutes_shown(await shown[0].render_pieces(now)) == 0
+        clock.now = now
+        await alone.clockwork.close_due()
+        assert when_shown and when_shown[0] == {}  # shown, the vantage's rows not written yet
+        mine = fleet_rows.verdicts_of_minute(alone.ledger, minute)[("t", "")]
+        assert [v.vantage for v in mine] == ["a"]  # ... and written after
+        assert failed_minutes_shown(await shown[0].render_pieces(now)) == 1
+        await alone.stop()
+
+    alone: Prober
+    minute: int
+    asyncio.run(main())
+
+
+def test_a_fleet_minute_closed_by_the_tick_is_shown_at_once(backend: Backend) -> None:
+    """Without the shortcut (other vantages about), the tick's close is rendered for
+    /metrics as soon as it is in the view, as the vantage's own close is without a fleet."""
+    shown: list[Exposition] = []
+
+    async def main() -> None:
+        alone, clock, minute = await leading_alone(
+            backend, shortcut=False, show=lambda now: shown[0].show(now)
+        )
+        shown.append(Exposition(alone.view, alone.stats, "test"))
+        shown[0].configure(alone.config.targets)
+        now = (minute + 1) * 60 + 0.5
+        assert failed_minutes_shown(await shown[0].render_pieces(now)) == 0
+        clock.now = now
+        await alone.clockwork.close_due()
+        assert alone.fleet is not None
+        await alone.fleet.finish()  # the tick the vantage write's nudge began
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        for _ in range(1000):
+            if failed_minutes_shown(await shown[0].render_pieces(now)) == 1:
+                break
+            await asyncio.sleep(0)
+        assert failed_minutes_shown(await shown[0].render_pieces(now)) == 1
+        await alone.stop()
+
+    asyncio.run(main())
+
+
+def test_a_fleet_of_one_s_vantage_rows_wait_for_the_render_a_bounded_time(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render that never ends (a stuck loop callback, a bug) holds the vantage's rows
+    only SHOWN_WITHIN."""
+    from prober.runtime import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "SHOWN_WITHIN", 0.05)
+
+    def never(_now: float):
+        return asyncio.get_running_loop().create_future()
+
+    async def main() -> None:
+        alone, clock, minute = await leading_alone(backend, show=never)
+        clock.now = (minute + 1) * 60 + 0.5
+        began = time.monotonic()
+        await alone.clockwork.close_due()
+        assert 0.05 <= time.monotonic() - began < 2.0
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        mine = fleet_rows.verdicts_of_minute(alone.ledger, minute)[("t", "")]
+        assert [v.vantage for v in mine] == ["a"]
         await alone.stop()
 
     asyncio.run(main())

@@ -5,8 +5,9 @@ Rendering is hand-written rather than prometheus_client's generic path because a
 with 10,000 targets exposes ~400,000 lines. Three things keep a scrape from holding up the
 attempts on the same event loop:
 - the ledger-derived families change only when minutes close, so they are rendered once per
-  change of the view (by `keep_ready` soon after a close) and served from that rendering
-  until the next one is complete;
+  change of the view (at once when the runtime says a close is in the view, `show`, else by
+  `keep_ready` once the view has stopped changing) and served from that rendering until the
+  next one is complete;
 - each probe's live lines (duration histogram, failure streak, last success) change only
   when one of its attempts ends, so only the probes in `RuntimeStats.moved` are rendered
   again (by `keep_ready` every REFRESH_EVERY while something scrapes, else by the scrape)
@@ -40,6 +41,7 @@ from .. import sla
 from ..config.models import TargetBase
 from ..ledger.store import TARGET_LEVEL
 from ..ledger.view import WINDOWS, LedgerView
+from ..logs import event
 from ..sla import Outcome, State
 from ..stats import DURATION_BUCKETS, Histogram, RuntimeStats
 
@@ -243,6 +245,7 @@ class Exposition:
         self.targets: list[TargetInfo] = []
         self._ledger: _LedgerText | None = None
         self._ledger_task: asyncio.Task[None] | None = None
+        self._showing: set[asyncio.Task[_LedgerText]] = set()  # show()'s, kept till done
         self._standard = StandardSeries()
         self._config_samples: bytes | None = None
         self._vantage_lines: tuple[int, list[bytes]] | None = None  # (vantage_moves, lines)
@@ -338,6 +341,19 @@ class Exposition:
             except Exception:  # a scrape renders on its own; this must not stop for good
                 log.exception("rendering the exposition ahead of scrapes failed")
 
+    def show(self, now: float) -> asyncio.Future[object]:
+        """The runtime has put a close into the view: render the ledger families for it now
+        (keep_ready would first wait for the view to stop changing, a quarter to half a
+        second). The future ends once a rendering of the view as it is now is served."""
+        if not self._shows_ledger():  # a fleet's vantage: what it shows is rendered live
+            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        task = asyncio.get_running_loop().create_task(self._ledger_since(self.view.generation, now))
+        self._showing.add(task)
+        task.add_done_callback(self._showing.discard)
+        return task  # type: ignore[return-value]
+
     def _shows_ledger(self) -> bool:
         # In a fleet only the closer shows the fleet's figures, so Prometheus sums no
         # minute twice; every prober shows its own vantage's verdicts.
@@ -376,11 +392,19 @@ class Exposition:
     async def _render_ledger_yielding(self, now: float) -> None:
         targets, generation = self.targets, self.view.generation
         parts: list[bytes | Header] = []
+        began = time.monotonic()
         # After every slice: no scrape waits for this one (it serves the previous rendering
         # meanwhile), and at a close, when the loop is busiest, the attempts go first.
         await _run_yielding(self._ledger_block(now, parts), every_slice=True)
         if self.targets is targets:  # not replaced by a reload meanwhile
             self._ledger = _LedgerText(generation, targets, parts)
+            # (at debug: how long after a close /metrics shows it, for whoever tunes one)
+            event(
+                logging.DEBUG,
+                "ledger families rendered",
+                targets=len(targets),
+                seconds=round(time.monotonic() - began, 3),
+            )
 
     def _render_ledger(self, now: float) -> _LedgerText:
         generation = self.view.generation

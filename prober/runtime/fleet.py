@@ -24,7 +24,7 @@ from ..records import ClosedMinute
 from ..sla import OutcomeCounts, minute_iso
 from ..stats import RuntimeStats
 from .clock import Clock
-from .writer import WRITE_ERRORS, in_chunks
+from .writer import WRITE_ERRORS, Show, in_chunks, show_nothing
 
 ALIVE_WITHIN = 15.0  # seconds since a vantage's last heartbeat that it still counts as alive
 LEAD_RETRY = 2.0  # seconds between tries for the lease by a prober that is not the closer
@@ -50,6 +50,7 @@ class FleetCloser:
         self.settings = settings
         self.targets = targets
         self.close_delay = close_delay
+        self.show: Show = show_nothing  # the daemon's exposition, as the writer's
         self.leading = False
         self.next_close = 0  # the first fleet minute not closed yet (while leading)
         self._last_try = float("-inf")
@@ -192,6 +193,7 @@ class FleetCloser:
         async for chunk in in_chunks(written):
             self.view.apply(chunk)
         self.next_close += 1
+        self.show(self.clock.wall())
 
     def _closable(self, minute: int, now: float, seen: list[fleet_rows.VantageSeen]) -> bool:
         if now < (minute + 1) * 60:

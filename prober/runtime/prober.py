@@ -41,7 +41,7 @@ from .clockwork import Clockwork
 from .fleet import FleetCloser
 from .netcheck import NetworkCheck
 from .targets import TargetSet
-from .writer import WRITE_ERRORS, MinuteWriter
+from .writer import WRITE_ERRORS, MinuteWriter, Show
 
 PLAN_AT_SECOND = 50  # the next minute is planned at :50, so its first attempts are not late
 TICK_PHASE = 0.02  # seconds after each whole second that the closing tick runs
@@ -59,8 +59,11 @@ class Prober:
         view: LedgerView | None = None,
         stats: RuntimeStats | None = None,
         on_targets: OnTargets | None = None,
+        show: Show | None = None,
         fleet: bool | None = None,
     ) -> None:
+        """`on_targets`: told each target list (start, reload); `show`: told when a close
+        is in the view, so the exposition renders it at once (writer.py)."""
         self.config_file = config_file
         # A fleet shares one PostgreSQL ledger; each prober decides as a vantage and one
         # closes the fleet's minutes (runtime/fleet.py).
@@ -81,6 +84,8 @@ class Prober:
             vantage=config_file.vantage,
             as_vantage=self.in_fleet,
         )
+        if show is not None:
+            self.writer.show = show
         self.clockwork = Clockwork(
             self.clock,
             self.stats,
@@ -104,6 +109,7 @@ class Prober:
             )
             self.writer.after_vantage_write = self.fleet.nudge
             self.writer.close_first = self.fleet.close_first
+            self.fleet.show = self.writer.show
 
     @property
     def config(self) -> Config:

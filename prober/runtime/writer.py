@@ -49,6 +49,10 @@ CHUNK = 200  # targets planned, minutes decided, applied or recorded between yie
 # 4 attempts a minute, some tens of MB.
 MAX_PENDING_ATTEMPTS = 200_000
 HEARTBEAT = 5.0  # seconds between a fleet prober's heartbeats when it has nothing to store
+# Seconds a fleet of one's vantage rows wait for /metrics to show the fleet's minute they
+# follow: its render takes a fraction of a second alone, longer beside the vantage write
+# (both Python, one GIL).
+SHOWN_WITHIN = 3.0
 WRITE_ERRORS = (sqlite3.Error, OSError, UserError)
 
 Item = TypeVar("Item")
@@ -66,6 +70,15 @@ VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
 # The fleet closer's shortcut for a fleet of one (runtime/fleet.py): True when it has
 # written the evidence and the fleet's minutes, the vantage's own rows left to write.
 CloseFirst = Callable[[list[ClosedMinute], PendingEvidence], Awaitable[bool]]
+# The daemon's exposition: a close is in the view, show it now (wall time); the awaitable
+# ends when it is shown. The runtime knows nothing of how.
+Show = Callable[[float], Awaitable[object]]
+
+
+def show_nothing(_now: float) -> Awaitable[object]:
+    shown: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    shown.set_result(None)
+    return shown
 
 
 class MinuteWriter:
@@ -97,6 +110,7 @@ class MinuteWriter:
         self.narrator = Narrator()
         self.after_vantage_write: Callable[[], None] = lambda: None  # the fleet closer's nudge
         self.close_first: CloseFirst | None = None
+        self.show: Show = show_nothing
         self.pending: list[list[ClosedMinute]] = []
         # target → (probes, first, end): minutes nobody kept, recorded once writes work
         self.dropped: dict[str, tuple[tuple[str, ...], int, int]] = {}
@@ -263,6 +277,8 @@ class MinuteWriter:
         async for chunk in in_chunks(written):
             self.view.apply(chunk)
             self.narrator.closed(chunk)
+        if written:
+            self.show(self.clock.wall())  # started, not awaited: the rendering has its task
         if self.dropped:
             try:
                 await self._record_dropped()
@@ -275,6 +291,10 @@ class MinuteWriter:
         """In a fleet of one, the fleet's minutes go first, with the evidence (the closer's
         `close_first`): returns the evidence left for the minutes' own write."""
         if self.close_first is not None and await self.close_first(batch, evidence):
+            # The fleet's minute is in the view: its rendering goes first, not beside the
+            # vantage rows' (bench/README.md, session 32). The rows wait, bounded.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.show(self.clock.wall())), SHOWN_WITHIN)
             return PendingEvidence(self.vantage, seen_at=evidence.seen_at)
         return evidence
 

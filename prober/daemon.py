@@ -265,6 +265,7 @@ class Daemon:
         await server.stop()
         warming.cancel()
         rendering.cancel()
+        exposition.close()
         trimming.cancel()
         await status.close()
         await asyncio.to_thread(ledger.close)

@@ -408,6 +408,55 @@ def test_a_fleet_of_one_s_vantage_rows_wait_for_the_render_a_bounded_time(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("shortcut", [True, False], ids=["fleet_of_one", "by_the_tick"])
+def test_a_rendering_that_fails_is_logged_and_the_minute_is_still_written(
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shortcut: bool,
+) -> None:
+    """A bug in rendering the ledger families for /metrics costs the scrape's figures, never
+    the ledger: the fleet's minute and the vantage's rows are written, nothing is left
+    pending, the error is logged once, and no task's exception goes unretrieved."""
+
+    def broken(_self: Exposition, _now: float, _out: list) -> object:
+        raise RuntimeError("a rendering bug")
+        yield  # a generator, as the real block is
+
+    monkeypatch.setattr(Exposition, "_ledger_block", broken)
+    shown: list[Exposition] = []
+    unretrieved: list[dict] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _l, c: unretrieved.append(c))
+        alone, clock, minute = await leading_alone(
+            backend, shortcut=shortcut, show=lambda now: shown[0].show(now)
+        )
+        shown.append(Exposition(alone.view, alone.stats, "test"))
+        shown[0].configure(alone.config.targets)
+        clock.now = (minute + 1) * 60 + 0.5
+        with caplog.at_level(logging.ERROR, logger=LOGGER_NAME):
+            await alone.clockwork.close_due()
+            assert alone.fleet is not None
+            await alone.fleet.finish()
+            for _ in range(100):  # the renderings started and not awaited end too
+                await asyncio.sleep(0)
+        assert fleet_row(alone.ledger, minute) == (State.APPARENT_FAILURE, Reason.NONE)
+        mine = fleet_rows.verdicts_of_minute(alone.ledger, minute)[("t", "")]
+        assert [v.vantage for v in mine] == ["a"]
+        assert alone.writer.ok and alone.writer.unwritten == 0
+        await alone.stop()
+
+    asyncio.run(main())
+    import gc
+
+    gc.collect()  # an unretrieved task exception is reported when the task is collected
+    failed = [r for r in caplog.records if "rendering the ledger families" in r.getMessage()]
+    assert len(failed) >= 1 and all(r.exc_info for r in failed)
+    assert len({r.exc_info[1] for r in failed if r.exc_info}) == len(failed)  # each once
+    assert unretrieved == []
+
+
 def test_a_failed_fleet_write_of_a_fleet_of_one_gives_up_the_closers_role(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ f-string per line: a duration histogram's 15 lines cost ~5 µs instead of ~40.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -245,7 +246,7 @@ class Exposition:
         self.targets: list[TargetInfo] = []
         self._ledger: _LedgerText | None = None
         self._ledger_task: asyncio.Task[None] | None = None
-        self._showing: set[asyncio.Task[_LedgerText]] = set()  # show()'s, kept till done
+        self._showing: set[asyncio.Task[None]] = set()  # show()'s, kept till done
         self._standard = StandardSeries()
         self._config_samples: bytes | None = None
         self._vantage_lines: tuple[int, list[bytes]] | None = None  # (vantage_moves, lines)
@@ -341,18 +342,31 @@ class Exposition:
             except Exception:  # a scrape renders on its own; this must not stop for good
                 log.exception("rendering the exposition ahead of scrapes failed")
 
-    def show(self, now: float) -> asyncio.Future[object]:
+    def show(self, now: float) -> asyncio.Future[None]:
         """The runtime has put a close into the view: render the ledger families for it now
         (keep_ready would first wait for the view to stop changing, a quarter to half a
-        second). The future ends once a rendering of the view as it is now is served."""
+        second). The future ends once a rendering of the view as it is now is stored, ready
+        to serve; it never raises (a failed rendering is logged here, and the runtime's
+        write and close go on: scrapes render on their own)."""
+        loop = asyncio.get_running_loop()
         if not self._shows_ledger():  # a fleet's vantage: what it shows is rendered live
-            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
             return done
-        task = asyncio.get_running_loop().create_task(self._ledger_since(self.view.generation, now))
+        task = loop.create_task(self._show(self.view.generation, now))
         self._showing.add(task)
         task.add_done_callback(self._showing.discard)
-        return task  # type: ignore[return-value]
+        return task
+
+    async def _show(self, generation: int, now: float) -> None:
+        with contextlib.suppress(Exception):  # logged by the rendering, once for all waiting
+            await self._ledger_since(generation, now)
+
+    def close(self) -> None:
+        """Stop the renderings under way (the daemon is stopping)."""
+        for task in (*self._showing, self._ledger_task):
+            if task is not None:
+                task.cancel()
 
     def _shows_ledger(self) -> bool:
         # In a fleet only the closer shows the fleet's figures, so Prometheus sums no
@@ -395,10 +409,14 @@ class Exposition:
         began = time.monotonic()
         # After every slice: no scrape waits for this one (it serves the previous rendering
         # meanwhile), and at a close, when the loop is busiest, the attempts go first.
-        await _run_yielding(self._ledger_block(now, parts), every_slice=True)
+        try:
+            await _run_yielding(self._ledger_block(now, parts), every_slice=True)
+        except Exception:
+            log.exception("rendering the ledger families failed")
+            raise
         if self.targets is targets:  # not replaced by a reload meanwhile
             self._ledger = _LedgerText(generation, targets, parts)
-            # (at debug: how long after a close /metrics shows it, for whoever tunes one)
+            # (at debug: how long the rendering took, for whoever tunes a large prober)
             event(
                 logging.DEBUG,
                 "ledger families rendered",

@@ -70,13 +70,14 @@ VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
 # The fleet closer's shortcut for a fleet of one (runtime/fleet.py): True when it has
 # written the evidence and the fleet's minutes, the vantage's own rows left to write.
 CloseFirst = Callable[[list[ClosedMinute], PendingEvidence], Awaitable[bool]]
-# The daemon's exposition: a close is in the view, show it now (wall time); the awaitable
-# ends when it is shown. The runtime knows nothing of how.
-Show = Callable[[float], Awaitable[object]]
+# The daemon's exposition: a close is in the view, show it now (wall time). Calling it
+# starts the work (a future, not a coroutine: some callers do not await it); the future
+# ends when the close is shown and never raises. The runtime knows nothing of how.
+Show = Callable[[float], "asyncio.Future[None]"]
 
 
-def show_nothing(_now: float) -> Awaitable[object]:
-    shown: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+def show_nothing(_now: float) -> asyncio.Future[None]:
+    shown: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     shown.set_result(None)
     return shown
 

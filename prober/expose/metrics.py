@@ -145,6 +145,11 @@ def _run(slices: Iterator[None]) -> None:
         pass
 
 
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _run_yielding(slices: Iterator[None], *, every_slice: bool = False) -> None:
     """Render slice by slice, letting the event loop run what is due once HOLD seconds have
     passed since this last let it run: a slice is often a fraction of a millisecond, and on
@@ -324,6 +329,7 @@ class Exposition:
         live lines of the probes whose attempts moved them; so a scrape finds nearly
         everything rendered."""
         seen = self.view.generation
+        failed: tuple[int, object] | None = None  # the view and targets a rendering failed on
         while True:
             await asyncio.sleep(REFRESH_EVERY)
             try:
@@ -334,8 +340,17 @@ class Exposition:
                     self._ledger = None
                 ledger = self._ledger
                 stale = ledger is None or ledger.generation != generation
-                if stale and generation == seen and self._shows_ledger():
-                    await self._ledger_since(generation, clock())
+                now_rendering = (generation, self.targets)
+                if (
+                    stale
+                    and generation == seen
+                    and self._shows_ledger()
+                    and failed != now_rendering  # not every REFRESH_EVERY, until it changes
+                ):
+                    try:
+                        await self._ledger_since(generation, clock())
+                    except Exception:  # logged by the rendering
+                        failed = now_rendering
                 seen = generation
                 if time.monotonic() - self._served_at < SCRAPED_WITHIN:
                     await _run_yielding(self._refresh_live())
@@ -346,8 +361,8 @@ class Exposition:
         """The runtime has put a close into the view: render the ledger families for it now
         (keep_ready would first wait for the view to stop changing, a quarter to half a
         second). The future ends once a rendering of the view as it is now is stored, ready
-        to serve; it never raises (a failed rendering is logged here, and the runtime's
-        write and close go on: scrapes render on their own)."""
+        to serve. It never raises: a failed rendering is logged, and the runtime's write and
+        close go on (it is cancelled only by `close`, once the runtime has stopped)."""
         loop = asyncio.get_running_loop()
         if not self._shows_ledger():  # a fleet's vantage: what it shows is rendered live
             done: asyncio.Future[None] = loop.create_future()
@@ -401,6 +416,9 @@ class Exposition:
                 task = self._ledger_task = asyncio.get_running_loop().create_task(
                     self._render_ledger_yielding(now)
                 )
+                # (its failure is logged by the rendering; retrieved here should every
+                # waiter be cancelled first, as only at stop)
+                task.add_done_callback(_retrieved)
             await asyncio.shield(task)
 
     async def _render_ledger_yielding(self, now: float) -> None:

@@ -72,8 +72,9 @@ VerdictOfMissed = Callable[[str], Callable[[int], Verdict]]
 CloseFirst = Callable[[list[ClosedMinute], PendingEvidence], Awaitable[bool]]
 # The daemon's exposition: a close is in the view, show it now (wall time). Calling it
 # starts the work (a future, not a coroutine: some callers do not await it); the future
-# ends when the close is shown and never raises. The runtime knows nothing of how.
-Show = Callable[[float], "asyncio.Future[None]"]
+# ends when the close is shown and never raises (it is cancelled only once the runtime has
+# stopped). The runtime knows nothing of how.
+Show = Callable[[float], asyncio.Future[None]]
 
 
 def show_nothing(_now: float) -> asyncio.Future[None]:

@@ -18,8 +18,14 @@ postgres_fixture.py), pinned to CPU 1 with the server, and the daemon on it is a
 one (it decides as a vantage and closes the fleet's minutes). The last column is the
 figure's ratio to SQLite's at the same size.
 
+`--profile DIR` samples the daemon with py-spy (every thread, 100 a second, without
+stopping it) over the measured minutes and keeps the collapsed stacks in DIR
+(LEDGER-TARGETS.txt; `python bench/profile_summary.py FILE` says where the time goes). The
+sampler runs on CPU 1, but reading the daemon's memory is not free: take the CPU figures
+from a run without it.
+
     python bench/daemon_bench.py [--targets 1 100 1000 5000] [--minutes 2]
-                                 [--ledger sqlite postgres]
+                                 [--ledger sqlite postgres] [--keep-logs DIR] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -104,6 +110,12 @@ def settle(pid: int, log: Path | None = None, limit: float = 1800.0) -> float:
         if quiet >= 2 and warm:
             break
     return time.time() - start
+
+
+def find_py_spy() -> str | None:
+    """py-spy in the environment of this Python (a venv not on PATH), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 def pinned(cpu: int) -> list[str]:
@@ -353,9 +365,11 @@ def run_one(
     status_warm: bool = True,
     postgres: tuple[str, str] | None = None,
     keep_log: Path | None = None,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """One daemon run; `postgres` is (ledger URL, password) for a PostgreSQL ledger;
-    `keep_log`: run the daemon at debug (the close's write times) and keep its log there."""
+    `keep_log`: run the daemon at debug (the close's write times) and keep its log there;
+    `profile`: py-spy's collapsed stacks of the measured minutes to this file."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         write_config(config, targets, server)
@@ -399,9 +413,25 @@ def run_one(
             time.sleep(max(0.0, start_at - time.time()))
             text0 = scrape(metrics_url)
             cpu0, t0 = cpu_seconds(proc.pid), time.time()
+            spy = None
+            if profile is not None:
+                py_spy = find_py_spy()
+                assert py_spy is not None  # checked by main
+                spy = subprocess.Popen(
+                    [
+                        *pinned(1),
+                        *(py_spy, "record", "--threads", "--nonblocking", "--format", "raw"),
+                        *("--rate", "100", "--duration", str(minutes * 60)),
+                        *("-o", str(profile), "--pid", str(proc.pid)),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             time.sleep(minutes * 60)
             text1 = scrape(metrics_url)
             cpu1, t1 = cpu_seconds(proc.pid), time.time()
+            if spy is not None:
+                spy.wait(60)
             verdict_s = verdict_delay(metrics_url, targets)
             scrape_times, body = scrapes_over_a_minute(metrics_url)
             lag0, _ = histogram(text0, "im_scheduler_lag_seconds")
@@ -453,9 +483,19 @@ def main() -> None:
         metavar="DIR",
         help="run the daemon at debug and keep each run's log in DIR (LEDGER-TARGETS.log)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy's collapsed stacks of the measured minutes in DIR (LEDGER-TARGETS.txt)",
+    )
     args = parser.parse_args()
     if args.keep_logs:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        if find_py_spy() is None:
+            raise SystemExit("--profile needs py-spy: pip install py-spy")
+        args.profile.mkdir(parents=True, exist_ok=True)
     cluster = None
     if "postgres" in args.ledger:
         cluster = start_postgres()
@@ -489,6 +529,7 @@ def main() -> None:
                     status_warm=not args.no_status_warm,
                     postgres=postgres,
                     keep_log=args.keep_logs / f"{ledger}-{n}.log" if args.keep_logs else None,
+                    profile=args.profile / f"{ledger}-{n}.txt" if args.profile else None,
                 )
                 results[ledger] = r
                 sqlite = results.get("sqlite")

@@ -19,7 +19,6 @@ import contextlib
 import gc
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from daemon_bench import (
     PASSWORD_ENV,
     ROOT,
     cpu_seconds,
+    find_py_spy,
     free_port,
     histogram,
     pinned,
@@ -148,12 +148,6 @@ def child(out: Path, threshold: float, argv: list[str]) -> int:
         return main(["run", *argv])
     finally:
         dump()
-
-
-def find_py_spy() -> str | None:
-    """py-spy in the environment of this Python (a venv not on PATH), else on PATH."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 def watch(

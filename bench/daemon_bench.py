@@ -4,7 +4,8 @@ For each N it starts the real daemon (pinned to CPU 0; the server runs on CPU 1)
 warm up, then measures over whole minutes: attempts/s, CPU per attempt, RSS, scheduler lag
 (p50/p99 from the lag histogram) and, in two more minutes outside the CPU window, how long
 after a minute's end all its verdicts are in /metrics and how long a scrape takes (one every
-2 s for a minute, the minute's close among them: median, p90, max). Two baselines,
+2 s for a minute, the minute's close among them: median, p90, max, and the three
+slowest with the second of the minute each began at). Two baselines,
 measured in the same run on the daemon's core: a bare aiohttp keep-alive client sending the
 same requests in a loop (the cost of one HTTP exchange on a busy loop), and the same client
 sending them at the daemon's rate, one request per wake-up of its event loop (what an
@@ -247,14 +248,17 @@ def verdict_delay(metrics_url: str, targets: int) -> float:
     return float("nan")
 
 
-def scrapes_over_a_minute(metrics_url: str, every: float = 2.0) -> tuple[list[float], str]:
-    """Seconds each scrape took, one every `every` s for a minute (the minute's close among
-    them, as for a Prometheus scraping at any phase), and the last body."""
+def scrapes_over_a_minute(
+    metrics_url: str, every: float = 2.0
+) -> tuple[list[tuple[float, float]], str]:
+    """Each scrape's second of the minute it began at and the seconds it took, one every
+    `every` s for a minute (the minute's close among them, as for a Prometheus scraping at
+    any phase), and the last body."""
     times, body, end = [], "", time.time() + 60
     while time.time() < end:
-        s0 = time.perf_counter()
+        began, s0 = time.time() % 60, time.perf_counter()
         body = scrape(metrics_url)
-        times.append(time.perf_counter() - s0)
+        times.append((began, time.perf_counter() - s0))
         time.sleep(max(0.0, every - (time.perf_counter() - s0)))
     return times, body
 
@@ -366,7 +370,7 @@ def run_one(
     postgres: tuple[str, str] | None = None,
     keep_log: Path | None = None,
     profile: Path | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One daemon run; `postgres` is (ledger URL, password) for a PostgreSQL ledger;
     `keep_log`: run the daemon at debug (the close's write times) and keep its log there;
     `profile`: py-spy's collapsed stacks of the measured minutes to this file."""
@@ -433,7 +437,9 @@ def run_one(
             if spy is not None:
                 spy.wait(60)
             verdict_s = verdict_delay(metrics_url, targets)
-            scrape_times, body = scrapes_over_a_minute(metrics_url)
+            scrapes, body = scrapes_over_a_minute(metrics_url)
+            scrape_times = [took for _, took in scrapes]
+            slow = sorted(scrapes, key=lambda scraped: -scraped[1])[:3]
             lag0, _ = histogram(text0, "im_scheduler_lag_seconds")
             lag1, _ = histogram(text1, "im_scheduler_lag_seconds")
             attempts = attempts_done(text1) - attempts_done(text0)
@@ -454,6 +460,8 @@ def run_one(
                 "scrape_p90_ms": statistics.quantiles(scrape_times, n=10)[-1] * 1000,
                 "scrape_max_ms": max(scrape_times) * 1000,
                 "scrape_lines": body.count("\n"),
+                # the three slowest, with the second of the minute each began at
+                "scrape_slowest": ", ".join(f"{t * 1e3:.0f} ms at :{at:04.1f}" for at, t in slow),
                 "settle_s": settled,
                 "verdict_s": verdict_s,
                 "skipped": skipped,
@@ -515,7 +523,7 @@ def main() -> None:
         for n in args.targets:
             paced = paced_baseline(url, n * 4 / 60)
             print(f"paced baseline at {n * 4 / 60:.1f} requests/s: {paced * 1e6:.0f} µs CPU")
-            results: dict[str, dict[str, float]] = {}
+            results: dict[str, dict[str, Any]] = {}
             for ledger in args.ledger:
                 postgres = None
                 if ledger == "postgres":
@@ -552,6 +560,7 @@ def main() -> None:
                     f"{r['skipped']:7.0f}  {r['no_data_minutes']:7.0f}  {ratios}",
                     flush=True,
                 )
+                print(f"{'':17s}slowest scrapes: {r['scrape_slowest']}", flush=True)
     finally:
         server.terminate()
         server.wait()

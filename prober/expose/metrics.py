@@ -329,7 +329,9 @@ class Exposition:
         live lines of the probes whose attempts moved them; so a scrape finds nearly
         everything rendered."""
         seen = self.view.generation
-        failed: tuple[int, object] | None = None  # the view and targets a rendering failed on
+        # the view's generation and the targets a rendering failed on: tried again once
+        # either changes, not every REFRESH_EVERY (targets by identity, as the cache has them)
+        failed: tuple[int, object] | None = None
         while True:
             await asyncio.sleep(REFRESH_EVERY)
             try:
@@ -340,17 +342,12 @@ class Exposition:
                     self._ledger = None
                 ledger = self._ledger
                 stale = ledger is None or ledger.generation != generation
-                now_rendering = (generation, self.targets)
-                if (
-                    stale
-                    and generation == seen
-                    and self._shows_ledger()
-                    and failed != now_rendering  # not every REFRESH_EVERY, until it changes
-                ):
+                tried = failed is not None and failed[0] == generation and failed[1] is self.targets
+                if stale and generation == seen and self._shows_ledger() and not tried:
                     try:
                         await self._ledger_since(generation, clock())
                     except Exception:  # logged by the rendering
-                        failed = now_rendering
+                        failed = (generation, self.targets)
                 seen = generation
                 if time.monotonic() - self._served_at < SCRAPED_WITHIN:
                     await _run_yielding(self._refresh_live())

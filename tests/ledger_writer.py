@@ -1,4 +1,5 @@
-"""A process that writes closed minutes in a loop; the crash test kills it mid-write.
+"""A process that writes closed minutes in a loop ('ready' once the first is committed);
+the crash test kills it mid-write.
 
 Usage: python -m tests.ledger_writer LEDGER START_MINUTE
 """
@@ -53,10 +54,13 @@ def main() -> None:
     rng = random.Random(start)
     ledger = Ledger(path)
     minute = start
-    print("ready", flush=True)
     while True:
         # Several targets per transaction, as the daemon's closer writes them.
         ledger.write_minutes([closed_minute(f"t{i}", minute, rng) for i in range(5)])
+        if minute == start:
+            # after the first commit, not before: on a loaded machine the kill could
+            # otherwise come before any minute of this round was written
+            print("ready", flush=True)
         minute += 1
 
 
